@@ -20,6 +20,7 @@ __all__ = [
     "check_size",
     "check_intrinsics",
     "check_positive",
+    "check_pinhole",
 ]
 
 # Dimensions in a shape spec are an int (exact), None (any) or a name (must
@@ -151,3 +152,27 @@ def check_intrinsics(name: str, K: torch.Tensor) -> None:
     fx, fy = K[..., 0, 0], K[..., 1, 1]
     if bool(((fx == 0) | (fy == 0)).any()):
         raise ValueError(f"Expect `{name}` to have non-zero focal lengths fx and fy, actually: a zero focal length")
+
+
+def check_pinhole(name: str, K: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Check pinhole intrinsics ``(..., 3, 3)`` as the kernels use them and return them.
+
+    On top of :func:`check_intrinsics`: positive focal lengths, zero skew and a
+    last row ``[0, 0, 1]`` (the kernels read only fx, fy, cx, cy, so anything
+    else would be silently ignored). The checks run in NumPy on a float64 CPU
+    copy (a few values: cheaper than torch ops), which is returned.
+    """
+    k = K.detach().to("cpu", torch.float64).numpy() if isinstance(K, torch.Tensor) else np.asarray(K, np.float64)
+    if not np.isfinite(k).all():
+        raise ValueError(f"Expect `{name}` to be finite, actually: it contains NaN or inf")
+    fx, fy = k[..., 0, 0], k[..., 1, 1]
+    if ((fx == 0) | (fy == 0)).any():
+        raise ValueError(f"Expect `{name}` to have non-zero focal lengths fx and fy, actually: a zero focal length")
+    if ((fx < 0) | (fy < 0)).any():
+        raise ValueError(f"Expect `{name}` to have positive focal lengths fx and fy, actually: a negative one")
+    rest = np.stack([k[..., 0, 1], k[..., 1, 0], k[..., 2, 0], k[..., 2, 1], k[..., 2, 2] - 1], -1)
+    if (rest != 0).any():
+        raise ValueError(
+            f"Expect `{name}` to be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew), actually: other non-zero entries"
+        )
+    return k
