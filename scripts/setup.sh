@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 TORCH_REQ="${WORLDENV_TORCH:-torch==2.13.0}"
 EXTRAS="${WORLDENV_EXTRAS:-dev,agents}"
-APT_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri)
+APT_PACKAGES=(libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -52,8 +52,10 @@ if [ -z "$have_torch" ] || { [ "$torch_pin" != "$TORCH_REQ" ] && [ "$have_torch"
 fi
 [ "$torch_name" = torch ] || log "warning: WORLDENV_TORCH=$TORCH_REQ does not name torch"
 
-# --- the package: rebuild only when the build inputs or requirements changed
-stamp_src=$( { cat pyproject.toml CMakeLists.txt; find csrc -type f | LC_ALL=C sort | xargs cat; echo "$EXTRAS $TORCH_REQ"; } | sha256sum | cut -d' ' -f1)
+# --- the package: reinstall only when the build inputs, the requirements or the
+# set of package files changed (the editable install maps the files it saw)
+stamp_src=$( { cat pyproject.toml CMakeLists.txt; find csrc -type f | LC_ALL=C sort | xargs cat;
+               find worldenv -name '*.py' | LC_ALL=C sort; echo "$EXTRAS $TORCH_REQ"; } | sha256sum | cut -d' ' -f1)
 if [ ! -f .setup-stamp ] || [ "$(cat .setup-stamp)" != "$stamp_src" ] || ! "$PY" -c "import worldenv._native" 2>/dev/null; then
   log "installing worldenv[$EXTRAS] (builds the native extension)"
   "${PIP[@]}" install "scikit-build-core>=0.10" "pybind11>=2.12" "cmake>=3.18" ninja

@@ -14,7 +14,9 @@ import sys
 from collections.abc import Sequence
 
 # name -> (module, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "datagen": ("worldenv.scenes.datagen", "render sharded RGB-D training clips from ground-truth scenes (resumable)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
