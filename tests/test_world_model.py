@@ -269,11 +269,15 @@ def test_two_reference_frames() -> None:
         model.reset(torch.rand(2, 3, H, W, 3), inp.depth, inp.c2w, inp.K)
 
 
-def test_step_before_reset_and_default_checkpoint() -> None:
+def test_step_before_reset_and_missing_default_checkpoint(tmp_path, monkeypatch) -> None:
     model = tiny_model()
     inp = Inputs(B=1, steps=1)
     with pytest.raises(RuntimeError, match="Call `reset`"):
         inp.step(model, 0)
+    # An installation without the shipped weights says how to get them.
+    import worldenv.model.checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "DEFAULT_CHECKPOINT", tmp_path / "weights" / "default.safetensors")
     with pytest.raises(FileNotFoundError, match="No default checkpoint is installed.*worldenv train"):
         WorldModel.from_pretrained("default")
 

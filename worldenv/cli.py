@@ -16,6 +16,8 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "datagen": ("worldenv.scenes.datagen", "render sharded RGB-D training clips from ground-truth scenes (resumable)"),
+    "train": ("worldenv.train.cli", "train the world model: data | codec | teacher | student (torchrun for DDP, resumable)"),
+    "eval": ("worldenv.eval.cli", "evaluate a world model against the oracle: fidelity (PSNR/SSIM/AbsRel, drift, loops)"),
 }
 
 

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from worldenv._checks import check_finite, check_intrinsics, check_tensor
 from worldenv.model.cache import CacheState, KVCache
+from worldenv.model.blend import WarpBlend
 from worldenv.model.checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from worldenv.model.codec import Codec, CodecConfig, frames_to_model, model_to_frames
 from worldenv.model.dit import (
@@ -102,6 +103,9 @@ class ModelConfig:
         solver: ``"renoise"`` or ``"euler"``.
         coverage_levels: Rounding steps of a token's warp coverage (sets its start noise level).
         cache_update: ``"clean"`` or ``"last_step"`` (see module docstring).
+        warp_blend: Blend the decoded frame with the full-resolution warp through a learned
+            per-pixel weight (:class:`~worldenv.model.blend.WarpBlend`), so regions the memory
+            already shows keep their detail instead of passing through the codec.
     """
 
     height: int = 128
@@ -128,6 +132,7 @@ class ModelConfig:
     solver: str = "renoise"
     coverage_levels: int = 8
     cache_update: str = "clean"
+    warp_blend: bool = True
 
     def __post_init__(self) -> None:
         self.timesteps = tuple(float(t) for t in self.timesteps)
@@ -140,6 +145,8 @@ class ModelConfig:
                 f"Expect 0 < `depth_near` < `depth_far`, "
                 f"actually: depth_near={self.depth_near}, depth_far={self.depth_far}"
             )
+        if not isinstance(self.warp_blend, bool):
+            raise ValueError(f"Expect `warp_blend` to be a bool, actually: {self.warp_blend!r}")
         if not isinstance(self.prope, bool):
             raise ValueError(f"Expect `prope` to be a bool, actually: {self.prope!r}")
         if self.cache_update not in CACHE_UPDATES:
@@ -271,6 +278,7 @@ class WorldModel(nn.Module):
         self.config = config if config is not None else ModelConfig()
         self.codec = Codec(self.config.codec_config())
         self.dit = DiT(self.config.dit_config())
+        self.blend = WarpBlend(4) if self.config.warp_blend else None
         dc = self.dit.config
         self.sampler = FlowSampler(self.config.sampler_config(), dc.grid, dc.patch_size)
         self.seed = int(seed)
@@ -316,6 +324,24 @@ class WorldModel(nn.Module):
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self._bf16())
+
+    # ------------------------------------------------------------------ frames
+
+    def finish_frame(self, x0: Tensor, x_warp: Tensor, m: Tensor) -> Tensor:
+        """Decode clean latents and blend with the full-resolution warp (the last part of a step).
+
+        Args:
+            x0: ``(B, C, h, w)`` clean latents.
+            x_warp: ``(B, 4, H, W)`` warp in model space, zeros in holes.
+            m: ``(B, 1, H, W)`` float validity of the warp.
+
+        Returns:
+            ``(B, 4, H, W)`` model-space frame (not clamped).
+        """
+        frame = self._decode_fn(x0)  # (B, 4, H, W)
+        if self.blend is not None:
+            frame = self.blend(frame, x_warp, m)
+        return frame
 
     # ------------------------------------------------------------------ cameras
 
@@ -497,6 +523,7 @@ class WorldModel(nn.Module):
         warp_mask: Tensor,
         c2w: Tensor,
         generator: torch.Generator | None = None,
+        record: dict[str, Any] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Generate the next frame of every stream at its new camera.
 
@@ -506,6 +533,10 @@ class WorldModel(nn.Module):
             warp_mask: ``(B, H, W)`` bool, True where the render is valid (holes False).
             c2w: ``(B, 4, 4)`` camera-to-world of the new frame, OpenCV axes.
             generator: Source of all noise; the model's own seeded generator when None.
+            record: If a dict, receives what a trainer needs to redo this step with gradients
+                (self-forcing): ``"x"`` / ``"t"`` lists of each denoising step's input ``(B, C, h, w)``
+                and per-token levels ``(B, N)``, ``"cond"`` ``(B, C+1, h, w)``, ``"x0"`` ``(B, C, h, w)``,
+                ``"x_warp"`` ``(B, 4, H, W)`` and ``"m"`` ``(B, 1, H, W)``.
 
         Returns:
             ``rgb`` ``(B, H, W, 3)`` float32 in [0, 1] and ``depth`` ``(B, H, W)`` float32 metres (0 = unknown).
@@ -536,6 +567,9 @@ class WorldModel(nn.Module):
             stream = self._stream_fn
 
             def denoise(x: Tensor, t: Tensor, k: int) -> Tensor:
+                if record is not None:
+                    record.setdefault("x", []).append(x.clone())
+                    record.setdefault("t", []).append(t.clone())
                 return stream(x, t, cond, camera, cache, mask)
 
             coverage = token_coverage(m_lat, dc.patch_size, self.sampler.config.coverage_levels)  # (B, N)
@@ -544,7 +578,9 @@ class WorldModel(nn.Module):
                 stream(x0, s.zero_t, s.zero_cond, camera, cache, mask, True)
             cache.commit()
             s.frames += 1
-            frame = self._decode_fn(x0)  # (B, 4, H, W)
+            frame = self.finish_frame(x0, x_warp, m)  # (B, 4, H, W)
+            if record is not None:
+                record.update(cond=cond, x0=x0, x_warp=x_warp, m=m)
         return model_to_frames(frame, cfg.depth_near, cfg.depth_far)
 
     # ------------------------------------------------------------------ branching

@@ -1,0 +1,323 @@
+"""Fidelity of a world model against the oracle on held-out procedural scenes.
+
+The same trajectories (exploration walks and loops) are run with three dynamics:
+
+- ``model``: the world model; its memory is fused with its own frames (as ``WorldEnv``),
+- ``warp``: the memory reprojection alone, holes left as they are (its memory holds the
+  reference view and its own warps, i.e. nothing new),
+- ``oracle``: the scene's ground-truth renderer.
+
+Every step, model and warp frames are compared with the oracle frame: PSNR and
+SSIM on RGB, AbsRel on depth, split into pixels whose surface was **seen**
+before (where a memory built from *oracle* frames 0..i-1 has a valid warp) and
+pixels never seen. Summary numbers:
+
+- ``psnr_seen``: mean over steps and trajectories of the model's seen-pixel PSNR;
+- ``psnr_drift_db``: mean seen-PSNR of steps 1-50 minus that of steps 151-200
+  (first minus last quarter of the steps when a run is shorter than 200);
+- ``psnr_gain_over_warp_holes``: model minus warp-only full-frame PSNR, over
+  frames where the warp has at least ``hole_frac`` holes;
+- ``loop_closure_psnr``: on loop trajectories, PSNR of the model's frame on
+  returning to the start pose against the first frame.
+
+Scenes are held out: seeds ``>= HELDOUT_SEED_START`` (see ``worldenv.train.data``).
+All trajectories are streamed as one batch (B = trajectories).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from worldenv.memory import SpatialMemory
+from worldenv.train.data import HELDOUT_SEED_START, is_heldout
+
+__all__ = ["FidelityConfig", "evaluate_fidelity", "psnr", "ssim_map", "frame_metrics", "summarize", "plot_curves"]
+
+
+@dataclass
+class FidelityConfig:
+    """What ``worldenv eval fidelity`` runs.
+
+    Attributes:
+        model: ``"default"`` or a checkpoint path.
+        scene: Procedural scene family.
+        seeds: Held-out scene seeds (all ``>= HELDOUT_SEED_START``).
+        kinds: Trajectory kinds (``explore`` walks and ``loop``\\s).
+        steps: Model steps per trajectory (the issue's protocol: 200).
+        size: Frame side in pixels (the model's).
+        hole_frac: A frame counts as "with holes" at this warp hole fraction.
+        seed: Seed of trajectories and model noise.
+        out: Output directory (``fidelity.json``, ``fidelity.png``).
+    """
+
+    model: str = "default"
+    scene: str = "rooms"
+    seeds: tuple[int, ...] = tuple(HELDOUT_SEED_START + i for i in range(4))
+    kinds: tuple[str, ...] = ("explore", "loop")
+    steps: int = 200
+    size: int = 128
+    hole_frac: float = 0.1
+    seed: int = 0
+    out: str = "outputs/fidelity"
+    capacity: int = 2**18
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.kinds = tuple(self.kinds)
+        bad = [s for s in self.seeds if not is_heldout(s)]
+        if bad:
+            raise ValueError(f"Expect held-out scene seeds (>= {HELDOUT_SEED_START}), actually: {bad}")
+        if not self.seeds or not self.kinds:
+            raise ValueError("Expect at least one seed and one trajectory kind, actually: none")
+        if self.steps < 4:
+            raise ValueError(f"Expect `steps` >= 4, actually: {self.steps}")
+        if not 0.0 <= self.hole_frac < 1.0:
+            raise ValueError(f"Expect `hole_frac` in [0, 1), actually: {self.hole_frac}")
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def psnr(mse: Tensor) -> Tensor:
+    """PSNR (dB) of images in [0, 1] from their MSE (inf at 0)."""
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+def _gauss(size: int = 11, sigma: float = 1.5) -> Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_map(a: Tensor, b: Tensor) -> Tensor:
+    """Per-pixel SSIM (Gaussian 11x11, sigma 1.5, channel mean) of RGB in [0, 1].
+
+    Args:
+        a: ``(B, H, W, 3)``.
+        b: ``(B, H, W, 3)``.
+
+    Returns:
+        ``(B, H, W)``.
+    """
+    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)  # (B, 3, H, W)
+    g = _gauss().to(a)
+    C = x.shape[1]
+    kx = g.view(1, 1, 1, -1).repeat(C, 1, 1, 1)
+    ky = g.view(1, 1, -1, 1).repeat(C, 1, 1, 1)
+
+    def blur(t: Tensor) -> Tensor:
+        t = F.pad(t, (5, 5, 5, 5), mode="reflect")
+        return F.conv2d(F.conv2d(t, kx, groups=C), ky, groups=C)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean(1)
+
+
+def frame_metrics(rgb: Tensor, depth: Tensor, gt_rgb: Tensor, gt_depth: Tensor, seen: Tensor) -> dict[str, Tensor]:
+    """Per-frame metrics against ground truth, overall and split by ``seen``.
+
+    Args:
+        rgb: ``(B, H, W, 3)`` float in [0, 1].
+        depth: ``(B, H, W)`` metres (0 = unknown; counts as a full relative error).
+        gt_rgb: ``(B, H, W, 3)`` float in [0, 1].
+        gt_depth: ``(B, H, W)`` metres (0 = no ground truth there).
+        seen: ``(B, H, W)`` bool.
+
+    Returns:
+        ``(B,)`` tensors: ``psnr``, ``psnr_seen``, ``psnr_unseen``, ``ssim``, ``ssim_seen``, ``ssim_unseen``,
+        ``absrel``, ``absrel_seen``, ``absrel_unseen``, ``seen_frac`` (NaN where a split is empty).
+    """
+    se = (rgb - gt_rgb).pow(2).mean(-1)  # (B, H, W)
+    ss = ssim_map(rgb, gt_rgb)
+    valid = gt_depth > 0
+    rel = ((depth - gt_depth).abs() / gt_depth.clamp_min(1e-6)).clamp(max=1.0)  # (B, H, W), unknown depth -> 1
+    out: dict[str, Tensor] = {}
+    for name, m in (("", torch.ones_like(seen)), ("_seen", seen), ("_unseen", ~seen)):
+        n = m.flatten(1).sum(1).float()
+        nan = torch.full_like(n, float("nan"))
+        mse = (se * m).flatten(1).sum(1) / n.clamp_min(1)
+        out["psnr" + name] = torch.where(n > 0, psnr(mse.clamp_min(1e-10)), nan)
+        out["ssim" + name] = torch.where(n > 0, (ss * m).flatten(1).sum(1) / n.clamp_min(1), nan)
+        md = m & valid
+        nd = md.flatten(1).sum(1).float()
+        out["absrel" + name] = torch.where(nd > 0, (rel * md).flatten(1).sum(1) / nd.clamp_min(1), nan)
+    out["seen_frac"] = seen.flatten(1).float().mean(1)
+    return out
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+def _trajectories(cfg: FidelityConfig) -> list[dict[str, Any]]:
+    from worldenv.scenes import load_scene
+    from worldenv.scenes.trajectories import make_trajectory
+
+    trajs = []
+    for s in cfg.seeds:
+        scene = load_scene(cfg.scene, seed=s)
+        K = scene.default_intrinsics(cfg.size)
+        for kind in cfg.kinds:
+            rng = np.random.default_rng([cfg.seed, s, len(trajs)])
+            _, c2w = make_trajectory(kind, scene, cfg.steps + 1, rng)  # pose 0 is the reference view
+            rgb, depth = scene.render_batch(c2w, np.repeat(K[None], len(c2w), 0), cfg.size)
+            trajs.append({"seed": s, "kind": kind, "c2w": c2w, "K": K, "rgb": rgb, "depth": depth})
+    return trajs
+
+
+@torch.no_grad()
+def evaluate_fidelity(cfg: FidelityConfig, model: Any = None) -> dict[str, Any]:
+    """Run model, warp-only and oracle along the same trajectories and measure.
+
+    Args:
+        cfg: What to run.
+        model: A :class:`~worldenv.model.WorldModel` to use instead of loading ``cfg.model``
+            (anything with ``reset`` / ``step`` of that signature, e.g. a test double).
+
+    Returns:
+        ``{"summary": {...}, "curves": {...}, "config": {...}}`` (also written to ``<out>/fidelity.json``).
+    """
+    t0 = time.time()
+    if model is None:
+        from worldenv.model import WorldModel
+
+        model = WorldModel.from_pretrained(cfg.model, device="cpu", seed=cfg.seed)
+    trajs = _trajectories(cfg)
+    B, S = len(trajs), cfg.steps
+    K = torch.from_numpy(np.stack([t["K"] for t in trajs]))  # (B, 3, 3)
+    c2w = torch.from_numpy(np.stack([t["c2w"] for t in trajs]))  # (B, S+1, 4, 4)
+    gt_rgb8 = torch.from_numpy(np.stack([t["rgb"] for t in trajs]))  # (B, S+1, H, W, 3) uint8
+    gt_depth = torch.from_numpy(np.stack([t["depth"] for t in trajs])).float()
+    size = (cfg.size, cfg.size)
+    mems = {name: SpatialMemory(B, capacity=cfg.capacity) for name in ("oracle", "warp", "model")}
+    for mem in mems.values():
+        mem.fuse(gt_rgb8[:, 0], gt_depth[:, 0], c2w[:, 0], K)
+    model.reset(gt_rgb8[:, 0], gt_depth[:, 0], c2w[:, 0], K)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    per: dict[str, list[dict[str, Tensor]]] = {"model": [], "warp": []}
+    hole_frac, model_ms = [], 0.0
+    last_model_rgb = None
+    for i in range(1, S + 1):
+        pose = c2w[:, i]
+        gt = gt_rgb8[:, i].float() / 255.0
+        _, _, seen = mems["oracle"].render(pose, K, size)
+        w_rgb, w_depth, w_mask = mems["warp"].render(pose, K, size)
+        m_rgb_w, m_depth_w, m_mask_w = mems["model"].render(pose, K, size)
+        ts = time.perf_counter()
+        m_rgb, m_depth = model.step(m_rgb_w, m_depth_w, m_mask_w, pose, generator=gen)
+        model_ms += (time.perf_counter() - ts) * 1e3
+        per["model"].append(frame_metrics(m_rgb, m_depth, gt, gt_depth[:, i], seen))
+        per["warp"].append(frame_metrics(w_rgb, w_depth, gt, gt_depth[:, i], seen))
+        hole_frac.append(1.0 - w_mask.flatten(1).float().mean(1))
+        mems["oracle"].fuse(gt_rgb8[:, i], gt_depth[:, i], pose, K)
+        mems["warp"].fuse(w_rgb, w_depth, pose, K)
+        mems["model"].fuse(m_rgb, m_depth, pose, K)
+        last_model_rgb = m_rgb
+    assert last_model_rgb is not None
+    curves = {
+        dyn: {k: torch.stack([f[k] for f in frames], 1).numpy() for k in frames[0]}  # (B, S) each
+        for dyn, frames in per.items()
+    }
+    holes = torch.stack(hole_frac, 1).numpy()  # (B, S)
+    loop_psnr = []
+    first = gt_rgb8[:, 0].float() / 255.0
+    for b, t in enumerate(trajs):
+        if t["kind"] == "loop" and np.allclose(t["c2w"][-1], t["c2w"][0], atol=1e-6):
+            mse = (last_model_rgb[b] - first[b]).pow(2).mean()
+            loop_psnr.append(float(psnr(mse.clamp_min(1e-10))))
+    summary = summarize(curves, holes, loop_psnr, cfg.hole_frac)
+    summary["model_ms_per_step_batched"] = model_ms / S
+    summary["trajectories"] = B
+    summary["steps"] = S
+    summary["wall_s"] = time.time() - t0
+    result = {
+        "summary": summary,
+        "curves": {dyn: {k: np.nanmean(v, 0).tolist() for k, v in c.items()} for dyn, c in curves.items()},
+        "hole_frac_curve": holes.mean(0).tolist(),
+        "trajectories": [{"seed": t["seed"], "kind": t["kind"]} for t in trajs],
+        "config": asdict(cfg),
+    }
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fidelity.json").write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    plot_curves(result, out / "fidelity.png")
+    return result
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def summarize(curves: dict[str, dict[str, np.ndarray]], holes: np.ndarray, loop_psnr: list[float], hole_frac: float) -> dict[str, Any]:
+    """The summary numbers from per-step curves ``(B, S)``; see the module docstring."""
+    m, w = curves["model"], curves["warp"]
+    S = m["psnr_seen"].shape[1]
+    q = 50 if S >= 200 else max(1, S // 4)
+    early, late = m["psnr_seen"][:, :q], m["psnr_seen"][:, S - q :]
+    holey = holes >= hole_frac
+    s: dict[str, Any] = {}
+    for dyn, c in (("", m), ("warp_", w)):
+        for k in ("psnr", "psnr_seen", "psnr_unseen", "ssim", "ssim_seen", "ssim_unseen", "absrel", "absrel_seen", "absrel_unseen"):
+            s[dyn + k] = _mean(c[k])
+    s["psnr_drift_db"] = _mean(early) - _mean(late)
+    s["drift_window_steps"] = q
+    s["frames_with_holes"] = int(holey.sum())
+    s["psnr_gain_over_warp_holes"] = _mean(m["psnr"][holey] - w["psnr"][holey]) if holey.any() else float("nan")
+    s["loop_closure_psnr"] = float(np.mean(loop_psnr)) if loop_psnr else float("nan")
+    s["loops"] = len(loop_psnr)
+    s["seen_frac"] = _mean(m["seen_frac"])
+    return s
+
+
+def plot_curves(result: dict[str, Any], path: Path) -> None:
+    """Seen-PSNR and full-frame PSNR per step (model vs warp-only) as a PNG (Pillow, no plotting library)."""
+    from PIL import Image, ImageDraw
+
+    series = [
+        ("model psnr_seen", result["curves"]["model"]["psnr_seen"], (200, 30, 30)),
+        ("warp psnr_seen", result["curves"]["warp"]["psnr_seen"], (30, 30, 200)),
+        ("model psnr", result["curves"]["model"]["psnr"], (240, 140, 40)),
+        ("warp psnr", result["curves"]["warp"]["psnr"], (40, 160, 220)),
+    ]
+    Wd, Ht, pad = 720, 420, 50
+    vals = [v for _, ys, _ in series for v in ys if v is not None and math.isfinite(v)]
+    lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
+    lo, hi = math.floor(lo) - 1, math.ceil(hi) + 1
+    img = Image.new("RGB", (Wd, Ht), "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle([pad, pad, Wd - pad, Ht - pad], outline="black")
+    n = max(len(series[0][1]), 2)
+    for yv in range(int(lo), int(hi) + 1, max(1, int((hi - lo) // 8) or 1)):
+        y = Ht - pad - (yv - lo) / (hi - lo) * (Ht - 2 * pad)
+        d.line([pad - 4, y, pad, y], fill="black")
+        d.text((5, y - 6), f"{yv} dB", fill="black")
+    for k, (name, ys, col) in enumerate(series):
+        pts = [
+            (pad + i / (n - 1) * (Wd - 2 * pad), Ht - pad - (v - lo) / (hi - lo) * (Ht - 2 * pad))
+            for i, v in enumerate(ys)
+            if v is not None and math.isfinite(v)
+        ]
+        if len(pts) > 1:
+            d.line(pts, fill=col, width=2)
+        d.text((pad + 10, pad + 8 + 14 * k), name, fill=col)
+    d.text((Wd // 2 - 30, Ht - pad + 10), f"step 1..{n}", fill="black")
+    img.save(path)
