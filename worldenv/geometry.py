@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldenv._io import atomic_write, atomic_write_text
+
 __all__ = [
     "WORLD_UP",
     "PoseFormatError",
@@ -445,13 +447,6 @@ def _check_rotation(path: Path, n: int, R: np.ndarray, tol: float = 1e-3) -> Non
         raise PoseFormatError(path, n, f"rotation part is not a rotation (orthogonality error {err:.2e})")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _check_poses(name: str, poses: ArrayLike) -> np.ndarray:
     P = _as_f64(name, poses, (4, 4))
     if P.ndim != 3:
@@ -459,6 +454,11 @@ def _check_poses(name: str, poses: ArrayLike) -> np.ndarray:
     if not np.all(np.isfinite(P)):
         raise ValueError(f"Expect `{name}` to be finite, actually: it contains NaN or inf")
     return P
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a handle: np.save would append ".npy" to the temporary name
+        np.save(f, array)
 
 
 def read_matrix_poses(path: str | os.PathLike[str], convention: str = "c2w") -> Pose:
@@ -505,13 +505,10 @@ def write_matrix_poses(path: str | os.PathLike[str], c2w: ArrayLike, convention:
     out = invert_se3(P) if convention == "w2c" else P
     p = Path(path)
     if p.suffix == ".npy":
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}.npy")
-        np.save(tmp, out)
-        os.replace(tmp, p)
+        atomic_write(p, lambda tmp: _save_npy(tmp, out))
         return
     lines = [f"# {convention} 4x4 row-major"] + [" ".join(f"{x:.17g}" for x in M.ravel()) for M in out]
-    _write_atomic(p, "\n".join(lines) + "\n")
+    atomic_write_text(p, "\n".join(lines) + "\n")
 
 
 def read_tum_poses(path: str | os.PathLike[str]) -> tuple[np.ndarray, Pose]:
@@ -541,7 +538,7 @@ def write_tum_poses(path: str | os.PathLike[str], timestamps: ArrayLike, c2w: Ar
     lines = ["# timestamp tx ty tz qx qy qz qw"]
     for t, M, qq in zip(ts, P, q):
         lines.append(" ".join(f"{x:.9f}" for x in [t, *M[:3, 3], *qq]))
-    _write_atomic(Path(path), "\n".join(lines) + "\n")
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def read_kitti_poses(path: str | os.PathLike[str]) -> Pose:
@@ -561,7 +558,7 @@ def write_kitti_poses(path: str | os.PathLike[str], c2w: ArrayLike) -> None:
     """Write KITTI odometry poses (12 numbers per line); atomic."""
     P = _check_poses("c2w", c2w)
     lines = [" ".join(f"{x:.12e}" for x in M[:3].ravel()) for M in P]
-    _write_atomic(Path(path), "\n".join(lines) + "\n")
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def read_re10k_cameras(
@@ -640,4 +637,4 @@ def write_re10k_cameras(
     for t, k, M in zip(ts, Km, w2c):
         norm = [k[0, 0] / W, k[1, 1] / H, (k[0, 2] + 0.5) / W, (k[1, 2] + 0.5) / H]
         lines.append(" ".join([str(int(t))] + [f"{x:.12g}" for x in norm] + ["0", "0"] + [f"{x:.12g}" for x in M[:3].ravel()]))
-    _write_atomic(Path(path), "\n".join(lines) + "\n")
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")

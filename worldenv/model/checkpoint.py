@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from worldenv._io import atomic_write, atomic_write_text
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -76,20 +77,6 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     state_dict: Mapping[str, torch.Tensor],
@@ -115,14 +102,9 @@ def save_checkpoint(
     config_json = json.dumps(dict(config), sort_keys=True)
     metadata = {"format": FORMAT, "config": config_json, **dict(extra_metadata or {})}
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    _atomic_write(weights, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     if as_dir:
-
-        def write_config(tmp: str) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
-
-        _atomic_write(path / CONFIG_NAME, write_config)
+        atomic_write_text(path / CONFIG_NAME, json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
     return weights
 
 

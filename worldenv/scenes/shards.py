@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from worldenv._io import atomic_write, atomic_write_text
 from worldenv.scenes.base import CaptureFormatError, View
 
 __all__ = [
@@ -84,10 +85,6 @@ class Clip:
         return [View(self.rgb[t], self.depth[t], self.c2w[t], self.K[t], float(t)) for t in range(self.rgb.shape[0])]
 
 
-def _atomic_tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def write_shard(
     path: str | os.PathLike[str],
     rgb: np.ndarray,
@@ -106,8 +103,6 @@ def write_shard(
     N, T, H, W, _ = rgb.shape
     assert depth.shape == (N, T, H, W) and c2w.shape == (N, T, 4, 4) and K.shape == (N, T, 3, 3)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_tmp(p)
     arrays = {
         "rgb": np.ascontiguousarray(rgb, dtype=np.uint8),
         "depth": np.ascontiguousarray(depth, dtype=np.float32),
@@ -117,15 +112,12 @@ def write_shard(
         "clip_index": np.asarray(clip_index, dtype=np.int64).reshape(N),
         "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8),
     }
-    try:
-        with open(tmp, "wb") as f:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a handle: np.savez would append ".npz" to the temporary name
             (np.savez_compressed if compress else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(p, write)
     return p.stat().st_size
 
 
@@ -187,10 +179,7 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
     """Replace the manifest of ``directory`` atomically."""
-    p = Path(directory) / MANIFEST
-    tmp = _atomic_tmp(p)
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 class ShardDataset:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldenv._io import atomic_write
 from worldenv.memory import SpatialMemory
 
 __all__ = [
@@ -350,10 +351,12 @@ def write_clip_cache(path: str | os.PathLike[str], clips: list[Clip]) -> Path:
     arrays["warp_depth"] = arrays["warp_depth"].astype(np.float16)
     arrays["ref_depth"] = arrays["ref_depth"].astype(np.float16)
     arrays["scene_seed"] = np.array([c.scene_seed for c in clips], np.int64)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a handle: np.savez would append ".npz" to the temporary name
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldenv.model.checkpoint import _atomic_write
+from worldenv._io import atomic_write_text
 from worldenv.train import ddp
 from worldenv.train.data import ClipCache, ClipConfig, ClipMaker, clip_batch, sample_batch
 from worldenv.train.state import EMA, RESUME_NAME, load_state, save_state
@@ -188,7 +188,7 @@ class Run:
             "torch": {name: g.get_state().tolist() for name, g in self._gens().items()},
         }
         text = json.dumps(rng_state)
-        _atomic_write(self.out / f"rng-{d.rank}.json", lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(self.out / f"rng-{d.rank}.json", text)
         if d.main:
             save_state(
                 self.out / RESUME_NAME,

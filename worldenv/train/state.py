@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from worldenv.model.checkpoint import _atomic_write
+from worldenv._io import atomic_write
 
 __all__ = ["EMA", "save_state", "load_state", "RESUME_NAME"]
 
@@ -123,7 +123,7 @@ def save_state(
     }
     metadata = {"format": "worldenv-train-state", "state": json.dumps(meta)}
     path = Path(path)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path
 
 
