@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-exec .venv/bin/python benchmarks/kernels.py "$@"
+exec .venv/bin/python -m worldenv demo "$@"

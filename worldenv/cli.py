@@ -16,6 +16,9 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "datagen": ("worldenv.scenes.datagen", "render sharded RGB-D training clips from ground-truth scenes (resumable)"),
+    "demo": ("worldenv.demo", "PointNav in the default world with the default model: writes a video, prints success, SPL, steps/s"),
+    "rollout": ("worldenv.rollout", "run an agent in an environment and write a video (--side-by-side: model | oracle | warp)"),
+    "bench": ("worldenv.bench", "environment steps/s for B = 1, 8, 16 and each dynamics (--json)"),
     "train": ("worldenv.train.cli", "train the world model: data | codec | teacher | student (torchrun for DDP, resumable)"),
     "eval": ("worldenv.eval.cli", "evaluate a world model against the oracle: fidelity (PSNR/SSIM/AbsRel, drift, loops)"),
 }
