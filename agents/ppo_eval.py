@@ -29,7 +29,7 @@ class Args:
     checkpoint: str = field(default="default", metadata={"help": "world model checkpoint (dynamics=model)"})
     scene: str = field(default="rooms", metadata={"help": "scene spec"})
     scene_pool: int = field(default=8, metadata={"help": "procedural scenes: seeds drawn from [0, scene_pool)"})
-    obs_size: int = field(default=64, metadata={"help": "frame side in pixels"})
+    obs_size: int = field(default=128, metadata={"help": "frame side in pixels (the default world model makes 128)"})
     max_episode_steps: int = field(default=200, metadata={"help": "episode truncation"})
     min_geodesic: float = field(default=1.0, metadata={"help": "PointNav: shortest start-goal distance (m)"})
     max_geodesic: float = field(default=5.0, metadata={"help": "PointNav: longest start-goal distance (m)"})
