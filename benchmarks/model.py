@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from worldenv.model import ModelConfig, WorldModel
+from worldenv.model.camera import plucker_rays, prope_matrices, relative_pose
 from worldenv.model.codec import frames_to_model, model_to_frames
-from worldenv.model.dit import plucker_rays, prope_matrices, relative_pose
 from worldenv.model.sampler import token_coverage
 
 BUDGET_MS = 41.0

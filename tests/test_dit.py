@@ -6,18 +6,14 @@ import pytest
 import torch
 
 from worldenv.model.cache import KVCache
-from worldenv.model.dit import (
-    ClipLayout,
-    DiT,
-    DiTConfig,
+from worldenv.model.camera import (
     normalized_intrinsics,
-    patchify,
     plucker_rays,
     prope_matrices,
     ray_directions,
     relative_pose,
-    unpatchify,
 )
+from worldenv.model.dit import ClipLayout, DiT, DiTConfig, patchify, unpatchify
 
 C, HW = 4, (4, 6)  # latent channels and latent size of the tiny test DiT
 

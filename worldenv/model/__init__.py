@@ -12,10 +12,21 @@ rgb, depth = model.step(warp_rgb, warp_depth, warp_mask, c2w_next)
 from __future__ import annotations
 
 from worldenv.model.cache import CacheState, KVCache
-from worldenv.model.checkpoint import check_state_dict, load_checkpoint, resolve_checkpoint, save_checkpoint
+from worldenv.model.camera import Camera
+from worldenv.model.checkpoint import (
+    check_state_dict,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from worldenv.model.codec import Codec, CodecConfig, frames_to_model, model_to_frames
-from worldenv.model.dit import Camera, ClipLayout, DiT, DiTConfig
-from worldenv.model.sampler import FlowSampler, SamplerConfig, token_coverage, token_start_times
+from worldenv.model.dit import ClipLayout, DiT, DiTConfig
+from worldenv.model.sampler import (
+    FlowSampler,
+    SamplerConfig,
+    token_coverage,
+    token_start_times,
+)
 from worldenv.model.world_model import ModelConfig, WorldModel, WorldModelState
 
 __all__ = [

@@ -42,20 +42,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worldenv._checks import check_finite, check_intrinsics, check_tensor
-from worldenv.model.cache import CacheState, KVCache
 from worldenv.model.blend import WarpBlend
-from worldenv.model.checkpoint import check_state_dict, load_checkpoint, save_checkpoint
-from worldenv.model.codec import Codec, CodecConfig, frames_to_model, model_to_frames
-from worldenv.model.dit import (
-    ClipLayout,
-    DiT,
-    DiTConfig,
+from worldenv.model.cache import CacheState, KVCache
+from worldenv.model.camera import (
     normalized_intrinsics,
     plucker_rays,
     prope_matrices,
     ray_directions,
     relative_pose,
 )
+from worldenv.model.checkpoint import check_state_dict, load_checkpoint, save_checkpoint
+from worldenv.model.codec import Codec, CodecConfig, frames_to_model, model_to_frames
+from worldenv.model.dit import ClipLayout, DiT, DiTConfig
 from worldenv.model.sampler import FlowSampler, SamplerConfig, token_coverage
 
 __all__ = ["ModelConfig", "WorldModel", "WorldModelState", "CACHE_UPDATES", "PRECISIONS"]
