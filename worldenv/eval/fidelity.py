@@ -53,7 +53,7 @@ class FidelityConfig:
         scene: Procedural scene family.
         seeds: Held-out scene seeds (all ``>= HELDOUT_SEED_START``).
         kinds: Trajectory kinds (``explore`` walks and ``loop``\\s).
-        steps: Model steps per trajectory (the issue's protocol: 200).
+        steps: Model steps per trajectory (the standard protocol: 200).
         size: Frame side in pixels (the model's).
         hole_frac: A frame counts as "with holes" at this warp hole fraction.
         seed: Seed of trajectories and model noise.
