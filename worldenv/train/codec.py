@@ -25,12 +25,10 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from worldenv.model import ModelConfig, WorldModel, frames_to_model
-from worldenv.train.run import Run, RunConfig, clip_grad, lr_at
+from worldenv.train.run import Run, RunConfig, clip_grad
 from worldenv.train.state import EMA
 
 __all__ = ["CodecTrainConfig", "train_codec", "recon_loss", "frames_of"]
@@ -179,11 +177,10 @@ def train_codec(cfg: CodecTrainConfig) -> WorldModel:
     opt = torch.optim.AdamW(params, lr=rc.lr, weight_decay=rc.weight_decay)
     ema = EMA(unit, rc.ema_decay)
     start = run.resume({"unit": unit}, {"opt": opt}, {"unit": ema})
-    net = DDP(unit) if run.dist.distributed else unit
+    net = run.wrap(unit)
     run.start_logging(start)
     for step in range(start, rc.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, rc)
+        lr = run.set_lr(step, opt)
         x, x_warp, m = frames_of(run.batch(), cfg.model)
         n_gt = min(cfg.frames_per_step, x.shape[0])
         pick = torch.randperm(x.shape[0], generator=run.gen, device="cpu")[:n_gt].to(dev)
@@ -206,7 +203,7 @@ def train_codec(cfg: CodecTrainConfig) -> WorldModel:
         ema.update(unit)
         parts["loss"] = loss.item()
         parts["psnr_recon"] = psnr_rgb(recon[:n_gt].detach(), inputs[:n_gt])
-        parts["lr"] = lr_at(step, rc)
+        parts["lr"] = lr
         run.log(step, parts)
         run.checkpoint(step + 1, force=step + 1 == rc.steps)
     ema.copy_to(unit)

@@ -28,7 +28,13 @@ from torch import nn
 
 from worldenv._io import atomic_write_text
 from worldenv.train import ddp
-from worldenv.train.data import ClipCache, ClipConfig, ClipMaker, clip_batch, sample_batch
+from worldenv.train.data import (
+    ClipCache,
+    ClipConfig,
+    ClipMaker,
+    clip_batch,
+    sample_batch,
+)
 from worldenv.train.state import EMA, RESUME_NAME, load_state, save_state
 
 __all__ = ["RunConfig", "Run", "lr_at"]
@@ -201,6 +207,23 @@ class Run:
                 extra={"config": self.cfg.to_dict(), "wall_s": time.time() - self._t0},
             )
         d.barrier()
+
+    # ------------------------------------------------------------------ training helpers
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` under DistributedDataParallel when the run has several processes, else itself."""
+        if not self.dist.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module)
+
+    def set_lr(self, step: int, optimizer: torch.optim.Optimizer) -> float:
+        """Set ``optimizer``'s learning rate to the schedule's value at ``step`` (:func:`lr_at`) and return it."""
+        lr = lr_at(step, self.cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     # ------------------------------------------------------------------ logging
 

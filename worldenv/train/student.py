@@ -41,12 +41,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from worldenv.memory import SpatialMemory
 from worldenv.model import ClipLayout, ModelConfig, WorldModel, token_start_times
 from worldenv.train.codec import _asdict
-from worldenv.train.run import Run, RunConfig, clip_grad, lr_at
+from worldenv.train.run import Run, RunConfig, clip_grad
 from worldenv.train.state import EMA
 from worldenv.train.teacher import ClipInputs, cells, clip_forward, encode_clip
 
@@ -216,15 +215,13 @@ def train_student(cfg: StudentTrainConfig) -> WorldModel:
     opt_fake = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr)
     ema = EMA(student.dit, rc.ema_decay)
     start = run.resume({"dit": student.dit, "fake": fake}, {"opt": opt, "fake": opt_fake}, {"dit": ema})
-    g_net = DDP(student.dit) if run.dist.distributed else student.dit
-    f_net = DDP(fake) if run.dist.distributed else fake
+    g_net = run.wrap(student.dit)
+    f_net = run.wrap(fake)
     run.start_logging(start)
     sc = student.sampler.config
     for step in range(start, rc.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, rc)
         batch = run.batch()
-        logs: dict[str, float] = {"lr": lr_at(step, rc)}
+        logs: dict[str, float] = {"lr": run.set_lr(step, opt)}
         if step < cfg.regress_steps:
             # ---- phase 1: regression onto teacher ODE endpoints from the student's own inputs
             ci = encode_clip(student, batch, rc.clip.frames)

@@ -33,12 +33,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from worldenv.model import ClipLayout, ModelConfig, WorldModel, frames_to_model, token_coverage
+from worldenv.model import (
+    ClipLayout,
+    ModelConfig,
+    WorldModel,
+    frames_to_model,
+    token_coverage,
+)
 from worldenv.model.sampler import tokens_to_cells
 from worldenv.train.codec import _asdict, frames_of
-from worldenv.train.run import Run, RunConfig, clip_grad, lr_at
+from worldenv.train.run import Run, RunConfig, clip_grad
 from worldenv.train.state import EMA
 
 __all__ = ["TeacherTrainConfig", "train_teacher", "ClipInputs", "encode_clip", "clip_forward"]
@@ -195,11 +200,10 @@ def train_teacher(cfg: TeacherTrainConfig) -> WorldModel:
     opt = torch.optim.AdamW(params, lr=rc.lr, weight_decay=rc.weight_decay)
     ema = EMA(dit, rc.ema_decay)
     start = run.resume({"dit": dit}, {"opt": opt}, {"dit": ema})
-    net = DDP(dit) if run.dist.distributed else dit
+    net = run.wrap(dit)
     run.start_logging(start)
     for step in range(start, rc.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, rc)
+        lr = run.set_lr(step, opt)
         ci = encode_clip(model, run.batch(), cfg.clip_frames)
         B, T = ci.z.shape[:2]
         t = draw_levels(ci.coverage, cfg.warp_t_max, run.gen)  # (B, T, N)
@@ -220,7 +224,7 @@ def train_teacher(cfg: TeacherTrainConfig) -> WorldModel:
             warped = float((err * cov).sum() / cov.sum().clamp_min(1))
             holes = float((err * (1 - cov)).sum() / (1 - cov).sum().clamp_min(1))
         run.log(step, {"loss": loss.item(), "x0_mse_warped": warped, "x0_mse_holes": holes, "grad_norm": gn,
-                       "lr": lr_at(step, rc)})  # fmt: skip
+                       "lr": lr})  # fmt: skip
         run.checkpoint(step + 1, force=step + 1 == rc.steps)
     ema.copy_to(dit)
     model.eval()
