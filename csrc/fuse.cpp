@@ -125,11 +125,12 @@ struct FuseArgs {
   const float* depth;  // (B, H, W)
   const float* c2w;    // (B, 4, 4)
   const float* K;      // (B, 3, 3)
-  const float* rfac;   // (B,)  radius = rfac * depth
+  const float* rfac;   // (B,)  radius = max(rfac * depth, min_radius)
   const bool* active;  // (B,)
   int64_t B, cap, C, T, H, W;
   int bits;
   float inv_voxel;
+  float min_radius;
 };
 
 // Per-pixel results of the parallel pass.
@@ -177,7 +178,7 @@ void unproject_and_lookup(const FuseArgs& a, const std::vector<int64_t>& streams
       o.x = T[0] * xc + T[1] * yc + T[2] * zc + T[3];
       o.y = T[4] * xc + T[5] * yc + T[6] * zc + T[7];
       o.z = T[8] * xc + T[9] * yc + T[10] * zc + T[11];
-      o.r = rf * d;
+      o.r = std::max(rf * d, a.min_radius);
       o.key = voxel_key(o.x, o.y, o.z, a.inv_voxel);
       if (o.key == kInvalid) continue;
       const int64_t home = hash_home(o.key, a.bits);
@@ -359,7 +360,7 @@ void fuse_binding(Array<float>& xyz, Array<float>& feats, Array<float>& radius,
                   Array<int64_t>& hand, Array<int64_t>& frame, const Array<float>& feats_img,
                   const Array<float>& depth, const Array<float>& c2w, const Array<float>& K,
                   const Array<float>& radius_factor, const Array<bool>& batch_mask,
-                  float inv_voxel) {
+                  float inv_voxel, float min_radius) {
   const char* k = "fuse";
   expect_shape(k, "xyz", xyz, {kAny, kAny, 3});
   const int64_t B = xyz.shape(0), cap = xyz.shape(1);
@@ -394,6 +395,9 @@ void fuse_binding(Array<float>& xyz, Array<float>& feats, Array<float>& radius,
   if (!(inv_voxel > 0.0f) || !finite(inv_voxel)) {
     throw std::invalid_argument("fuse: Expect `inv_voxel` to be finite and positive");
   }
+  if (!(min_radius >= 0.0f) || !finite(min_radius)) {
+    throw std::invalid_argument("fuse: Expect `min_radius` to be finite and non-negative");
+  }
   const int64_t* cnt = count.data();
   const int64_t* hnd = hand.data();
   for (int64_t b = 0; b < B; ++b) {
@@ -408,7 +412,7 @@ void fuse_binding(Array<float>& xyz, Array<float>& feats, Array<float>& radius,
   FuseArgs a{writable(xyz), writable(feats), writable(radius), writable(stamp), writable(ref),
              writable(slot_key), writable(hash_keys), writable(hash_vals), writable(count),
              writable(hand), writable(frame), feats_img.data(), depth.data(), c2w.data(), K.data(),
-             radius_factor.data(), batch_mask.data(), B, cap, C, T, H, W, bits, inv_voxel};
+             radius_factor.data(), batch_mask.data(), B, cap, C, T, H, W, bits, inv_voxel, min_radius};
   py::gil_scoped_release nogil;
   fuse_cpu(a);
 }
@@ -422,7 +426,7 @@ void bind_fuse(py::module_& m) {
         py::arg("hash_vals").noconvert(), py::arg("count").noconvert(), py::arg("hand").noconvert(),
         py::arg("frame").noconvert(), py::arg("feats_img").noconvert(), py::arg("depth").noconvert(),
         py::arg("c2w").noconvert(), py::arg("K").noconvert(), py::arg("radius_factor").noconvert(),
-        py::arg("batch_mask").noconvert(), py::arg("inv_voxel"),
+        py::arg("batch_mask").noconvert(), py::arg("inv_voxel"), py::arg("min_radius"),
         R"doc(Fuse one frame per stream into a voxel-hash point map (in place).
 
 Map arrays (modified in place): xyz (B, cap, 3) f32, feats (B, cap, C) f32,

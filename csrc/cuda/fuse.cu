@@ -51,7 +51,8 @@ extern "C" __global__ void fuse_unproject(const float* __restrict__ depth,      
                                           float* __restrict__ px_pts,           // (B, HW, 4)
                                           i64* __restrict__ px_key,             // (B, HW)
                                           i64* __restrict__ px_slot,            // (B, HW)
-                                          i64 B, i64 HW, i64 W, i64 T, int bits, float inv_voxel) {
+                                          i64 B, i64 HW, i64 W, i64 T, int bits, float inv_voxel,
+                                          float min_radius) {
   const i64 total = B * HW;
   for (i64 q = (i64)blockIdx.x * blockDim.x + threadIdx.x; q < total; q += (i64)gridDim.x * blockDim.x) {
     const i64 b = q / HW, p = q % HW;
@@ -75,7 +76,7 @@ extern "C" __global__ void fuse_unproject(const float* __restrict__ depth,      
     o[0] = x;
     o[1] = y;
     o[2] = z;
-    o[3] = rfac[b] * d;
+    o[3] = fmaxf(rfac[b] * d, min_radius);
     const i64 key = voxel_key(x, y, z, inv_voxel);
     px_key[q] = key;
     if (key == INVALID_KEY) continue;

@@ -8,13 +8,19 @@ rule, shared bit for bit by the three backends:
    the camera point ``(((j - cx) * (1/fx)) * d, ((i - cy) * (1/fy)) * d, d)``
    and the world point ``c2w[:3, :3] @ p + c2w[:3, 3]``, written out
    elementwise in float32 (``c2w`` rounded to float32 once). Its radius is
-   ``radius_scale * d / sqrt(fx * fy)``: the pixel's footprint on a surface
-   facing the camera, scaled. With the default ``radius_scale = 0.9`` a
-   fronto-parallel surface stays closed when re-rendered from any closer
-   viewpoint (discs of radius 0.9 spacing cover a square grid, which needs
-   1/sqrt(2) ~ 0.71), and a frame re-rendered from its own camera shows every
-   pixel's own point (a neighbour's disc, 0.9 px, does not reach a pixel
-   centre 1 px away); see :func:`worldenv.kernels.splat`.
+   ``max(radius_scale * d / sqrt(fx * fy), radius_scale * voxel_size)``
+   (both factors rounded to float32 once): the point spacing, scaled, where
+   the spacing is the pixel's footprint on a surface facing the camera or,
+   for surfaces so near that many pixels share a voxel, the voxel edge (the
+   one point kept stands for the whole voxel). With the default
+   ``radius_scale = 0.9`` a fronto-parallel surface stays closed when
+   re-rendered from any closer viewpoint (discs of radius 0.9 spacing cover a
+   square grid, which needs 1/sqrt(2) ~ 0.71), and a frame re-rendered from
+   its own camera shows every pixel's own point where the footprint is wider
+   than the voxel (a neighbour's disc, 0.9 px, does not reach a pixel centre
+   1 px away); see :func:`worldenv.kernels.splat`. Without the voxel term, a
+   128 px view of a wall about 0.45 m away (7 mm footprint, 2 cm voxels)
+   re-rendered from its own camera leaves about 80% of its pixels empty.
 2. Voxel key. ``g = floor(p * (1/voxel_size))`` per axis (float32, with
    ``1/voxel_size`` rounded to float32), packed as 21 bits per axis,
    ``key = (gx + 2**20) << 42 | (gy + 2**20) << 21 | (gz + 2**20)``: a
@@ -161,18 +167,17 @@ class PointMap:
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """Empty all streams, or those where ``mask`` (B,) bool is true."""
-        sel = slice(None) if mask is None else mask
-        self.xyz[sel] = 0
-        self.feats[sel] = 0
-        self.radius[sel] = 0
-        self.stamp[sel] = -1
-        self.ref[sel] = 0
-        self.slot_key[sel] = _EMPTY_KEY
-        self.hash_keys[sel] = _EMPTY_KEY
-        self.hash_vals[sel] = -1
-        self.count[sel] = 0
-        self.hand[sel] = 0
-        self.frame[sel] = 0
+        if mask is None:
+            streams: list[int | slice] = [slice(None)]
+        else:
+            # In-place fills of each stream's rows: boolean-index assignment would gather and
+            # scatter the whole (B, capacity) storage.
+            streams = [int(b) for b in torch.nonzero(mask.cpu()).flatten()]
+        empty = {"xyz": 0, "feats": 0, "radius": 0, "stamp": -1, "ref": 0, "slot_key": _EMPTY_KEY,
+                 "hash_keys": _EMPTY_KEY, "hash_vals": -1, "count": 0, "hand": 0, "frame": 0}  # fmt: skip
+        for b in streams:
+            for name, value in empty.items():
+                getattr(self, name)[b].fill_(value)
 
     def to(self, device: torch.device | str) -> PointMap:
         """A copy on ``device`` (or ``self`` when already there)."""
@@ -242,7 +247,8 @@ def fuse(
         K: Pixel intrinsics (OpenCV, zero skew), (B, 3, 3) float32 or float64.
         voxel_size: Edge of a voxel in metres; use the same value for every
             frame of a map (keys depend on it).
-        radius_scale: Point radius in units of the pixel footprint ``d / sqrt(fx*fy)``.
+        radius_scale: Point radius in units of the point spacing: the pixel footprint ``d / sqrt(fx*fy)``
+            or, when larger, ``voxel_size``.
         batch_mask: Streams to update, (B,) bool; ``None`` updates all.
         backend: ``"reference"``, ``"native"`` or ``"cuda"``; ``None`` picks one.
 
@@ -275,6 +281,9 @@ def fuse(
         raise ValueError(f"Expect `voxel_size` to have a finite, non-zero float32 inverse, actually: {voxel_size}")
 
     radius_factor = (radius_scale / np.sqrt(K64[:, 0, 0] * K64[:, 1, 1])).astype(np.float32)
+    # A point stands for its whole voxel: when the voxel is wider than the pixel footprint
+    # (near surfaces) the disc covers the voxel, or the surface would render full of holes.
+    min_radius = float(np.float32(radius_scale * voxel_size))
     mask = torch.ones(pointmap.batch_size, dtype=torch.bool, device=device) if batch_mask is None else batch_mask
     args = (
         pointmap,
@@ -285,6 +294,7 @@ def fuse(
         torch.from_numpy(radius_factor).to(device),
         inv_voxel,
         mask.contiguous(),
+        min_radius,
     )
     name = select_backend("fuse", device, backend)
     if name == "native":
@@ -375,6 +385,7 @@ def fuse_reference(
     radius_factor: torch.Tensor,
     inv_voxel: float,
     batch_mask: torch.Tensor,
+    min_radius: float = 0.0,
 ) -> None:
     """Pure-torch fusion: the oracle for the other backends and their fallback.
 
@@ -382,7 +393,8 @@ def fuse_reference(
     per voxel, vectorised hash probing); phase (c), the CLOCK, is a Python
     loop over the new voxels. Arguments are already validated: feats_img
     (B, H, W, C) f32, depth (B, H, W) f32, c2w (B, 4, 4) f32, K (B, 3, 3) f32,
-    radius_factor (B,) f32, inv_voxel a float32 value, batch_mask (B,) bool.
+    radius_factor (B,) f32, inv_voxel a float32 value, batch_mask (B,) bool,
+    min_radius a float32 value (the radius floor, ``radius_scale * voxel_size``).
     """
     pm = pointmap
     B, H, W, C = feats_img.shape
@@ -402,7 +414,7 @@ def fuse_reference(
         yw = T[1, 0] * xc + T[1, 1] * yc + T[1, 2] * zc + T[1, 3]
         zw = T[2, 0] * xc + T[2, 1] * yc + T[2, 2] * zc + T[2, 3]
         pts = torch.stack([xw, yw, zw], -1)  # (HW, 3)
-        rad = radius_factor[b] * d
+        rad = torch.clamp_min(radius_factor[b] * d, min_radius)
         key = voxel_keys(pts, inv_voxel)
         ok = torch.isfinite(d) & (d > 0) & (key >= 0)
         pix = torch.nonzero(ok).flatten()  # raster order
@@ -480,6 +492,7 @@ def _fuse_native(
     radius_factor: torch.Tensor,
     inv_voxel: float,
     batch_mask: torch.Tensor,
+    min_radius: float,
 ) -> None:
     """C++/OpenMP fusion on CPU tensors (NumPy views, updated in place)."""
     native = load_native()
@@ -489,7 +502,7 @@ def _fuse_native(
         pm.xyz.numpy(), pm.feats.numpy(), pm.radius.numpy(), pm.stamp.numpy(), pm.ref.numpy(),
         pm.slot_key.numpy(), pm.hash_keys.numpy(), pm.hash_vals.numpy(), pm.count.numpy(),
         pm.hand.numpy(), pm.frame.numpy(), feats_img.numpy(), depth.numpy(), c2w.numpy(),
-        K.numpy(), radius_factor.numpy(), batch_mask.numpy(), inv_voxel,
+        K.numpy(), radius_factor.numpy(), batch_mask.numpy(), inv_voxel, min_radius,
     )  # fmt: skip
 
 
@@ -502,6 +515,7 @@ def _fuse_cuda(
     radius_factor: torch.Tensor,
     inv_voxel: float,
     batch_mask: torch.Tensor,
+    min_radius: float,
 ) -> None:
     """CUDA fusion (csrc/cuda/fuse.cu).
 
@@ -531,7 +545,7 @@ def _fuse_cuda(
     cuda.launch(
         "fuse", "fuse_unproject", B * HW,
         (p(depth), p(c2w), p(K), p(radius_factor), p(batch_mask), p(pm.hash_keys), p(pm.hash_vals),
-         p(px_pts), p(px_key), p(px_slot), *common, i64(pm.table_size), i32(bits), f32(inv_voxel)),
+         p(px_pts), p(px_key), p(px_slot), *common, i64(pm.table_size), i32(bits), f32(inv_voxel), f32(min_radius)),
         device,
     )  # fmt: skip
     cuda.launch(
