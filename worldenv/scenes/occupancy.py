@@ -31,6 +31,9 @@ from worldenv.geometry import rot_y, se3
 
 __all__ = ["OccupancyGrid", "OccupancyBuilder", "NoNavigableAreaError"]
 
+FIELD_CACHE_SIZE = 16
+"""Distance fields kept per grid (one per live goal; 8 MB each for a 400 x 400 map)."""
+
 # 16-neighbourhood: (dz, dx) steps and the cells each step passes through.
 _STEPS: list[tuple[tuple[int, int], tuple[tuple[int, int], ...]]] = [
     ((0, 1), ()),
@@ -227,10 +230,12 @@ class OccupancyGrid:
         assert self._component is not None
         return self._component
 
-    def distance_field(self, goal: np.ndarray) -> np.ndarray:
+    def distance_field(self, goal: np.ndarray, cache: bool = True) -> np.ndarray:
         """Geodesic distance in metres ``(Nz, Nx)`` float64 from every cell to the cell of ``goal`` ``(3,)``; inf if unreachable.
 
-        The last 8 fields are cached (an episode asks for its goal's field at every step).
+        The last ``FIELD_CACHE_SIZE`` fields are cached (an episode asks for its goal's field at
+        every step, and a batch of envs may share one scene); ``cache=False`` computes a field
+        used once without evicting those.
         """
         from scipy.sparse.csgraph import dijkstra
 
@@ -245,9 +250,10 @@ class OccupancyGrid:
             self._fields.move_to_end(key)
             return self._fields[key]
         dist = dijkstra(self._graph, directed=False, indices=key).reshape(Z, X)
-        self._fields[key] = dist
-        while len(self._fields) > 8:
-            self._fields.popitem(last=False)
+        if cache:
+            self._fields[key] = dist
+            while len(self._fields) > FIELD_CACHE_SIZE:
+                self._fields.popitem(last=False)
         return dist
 
     def geodesic_distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
@@ -328,20 +334,21 @@ class OccupancyGrid:
             raise ValueError(f"Expect 0 <= `min_geodesic` <= `max_geodesic`, actually: {min_geodesic}, {max_geodesic}")
         longest = 0.0
         for _ in range(max_tries):
-            start = self.sample_navigable(rng)[0]
-            dist = self.distance_field(start)
+            # Goal first: its distance field picks the start and then serves every step of the episode.
+            goal = self.sample_navigable(rng)[0]
+            dist = self.distance_field(goal)
             ok = np.isfinite(dist) & (dist >= min_geodesic) & (dist <= max_geodesic) & self.main_component
             finite = dist[np.isfinite(dist)]
             longest = max(longest, float(finite.max(initial=0.0)))
             cand = np.flatnonzero(ok)
             if cand.size == 0:
                 continue
-            g = cand[rng.integers(0, cand.size)]
-            gz, gx = g // self.shape[1], g % self.shape[1]
-            goal = self.cell_center(gz, gx)
+            s = cand[rng.integers(0, cand.size)]
+            sz, sx = s // self.shape[1], s % self.shape[1]
+            start = self.cell_center(sz, sx)
             yaw = rng.uniform(-math.pi, math.pi)
             eye = start + np.array([0.0, -camera_height, 0.0])
-            return se3(rot_y(yaw), eye), goal, float(dist[gz, gx])
+            return se3(rot_y(yaw), eye), goal, float(dist[sz, sx])
         raise NoNavigableAreaError(
             f"Expect a start/goal pair with geodesic distance in [{min_geodesic}, {max_geodesic}] m, actually: none in "
             f"{max_tries} tries (the longest distance seen was {longest:.2f} m)"
