@@ -61,6 +61,10 @@ def test_oracle_model_scores_perfectly_and_beats_warp(tmp_path):
     assert abs(s["psnr_drift_db"]) < 1e-6
     assert s["frames_with_holes"] > 0 and s["psnr_gain_over_warp_holes"] > 10  # warp-only leaves its holes
     assert s["warp_psnr_seen"] < 99  # the point splat is not the renderer
+    assert s["psnr_seen_valid"] >= 99 and s["psnr_seen_reference"] >= 99
+    assert 15 < s["oracle_warp_psnr_seen"] < 99  # even a memory of ground-truth frames only resamples them
+    # Seen surfaces are a subset of valid warps; the reference view's of all earlier frames'.
+    assert s["seen_reference_frac"] <= s["seen_frac"] < s["seen_valid_frac"]
     on_disk = json.loads((tmp_path / "fidelity.json").read_text())
     assert len(on_disk["curves"]["model"]["psnr_seen"]) == 12
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
