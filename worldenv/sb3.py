@@ -70,6 +70,8 @@ class SB3VecEnv(VecEnv):
                 # SB3 reads the ended episode's info (e.g. "success" for evaluation), not the new one's.
                 info = dict(fin["info"])
                 info["terminal_observation"] = fin["obs"]
+                if "success" in info:  # SB3 logs rollout/success_rate from this key
+                    info["is_success"] = bool(info["success"])
                 self.reset_infos[i] = infos[i]
                 infos[i] = info
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
