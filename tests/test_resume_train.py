@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -61,3 +62,32 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert (a[k] == b[k]).all(), f"resumed run differs from the uninterrupted one in {k}"
+
+
+def test_a_kill_between_the_generator_and_state_writes_resumes_the_matching_generators(tmp_path):
+    # Each checkpoint writes the generators first, then the state: a kill in between leaves
+    # generators one checkpoint ahead of the state, which must not be the ones restored.
+    from torch import nn
+
+    from worldenv.train.run import Run, RunConfig
+
+    data = str(write_clip_cache(tmp_path / "clips.npz", [_clip(s) for s in range(2)]))
+    cfg = RunConfig(out=str(tmp_path / "run"), data=data, ckpt_every=5, threads=1)
+    run = Run(cfg, {"stage": "test"})
+    net = nn.Linear(2, 2)
+    run.resume({"net": net}, {}, {})
+    run.rng.random(3)
+    run.checkpoint(5)
+    at_5 = (run.rng.bit_generator.state, run.gen.get_state().clone())
+    run.rng.random(7)
+    run.gen.manual_seed(123)
+    # The kill: step 10's generators are on disk, its state is not.
+    run._rng_path(10).write_text(
+        json.dumps({"step": 10, "numpy": {"run": run.rng.bit_generator.state}, "torch": {"noise": run.gen.get_state().tolist()}})
+    )
+    again = Run(cfg, {"stage": "test"})
+    assert again.resume({"net": nn.Linear(2, 2)}, {}, {}) == 5
+    assert again.rng.bit_generator.state == at_5[0]
+    assert torch.equal(again.gen.get_state(), at_5[1])
+    again.checkpoint(10, force=True)
+    assert sorted(p.name for p in (tmp_path / "run").glob("rng-*.json")) == ["rng-0-10.json"]

@@ -6,6 +6,7 @@ group, the clip source, the resumable state and the logging. Layout of a run
 directory::
 
     <out>/resume.safetensors   training state, rewritten atomically every ``ckpt_every`` steps
+    <out>/rng-<rank>-<step>.json  each rank's data and noise generators at that checkpoint
     <out>/model.safetensors    the stage's result as a loadable WorldModel checkpoint (EMA weights)
     <out>/tb/                  TensorBoard events (rank 0)
     <out>/config.json          the stage's config
@@ -156,14 +157,15 @@ class Run:
         if not path.exists():
             return 0
         step, _ = load_state(path, modules=modules, optimizers=optimizers, emas=emas, rngs={}, torch_generators={})
-        rng_path = self.out / f"rng-{self.dist.rank}.json"
+        rng_path = self._rng_path(step)
         if rng_path.exists():
             saved = json.loads(rng_path.read_text())
-            if saved["step"] == step:  # written together with the state; a mismatch means a kill in between
-                for name, r in self._rngs().items():
-                    r.bit_generator.state = saved["numpy"][name]
-                for name, g in self._gens().items():
-                    g.set_state(torch.tensor(saved["torch"][name], dtype=torch.uint8))
+            for name, r in self._rngs().items():
+                r.bit_generator.state = saved["numpy"][name]
+            for name, g in self._gens().items():
+                g.set_state(torch.tensor(saved["torch"][name], dtype=torch.uint8))
+        else:
+            print(f"warning: no {rng_path.name}; rank {self.dist.rank}'s data and noise streams restart from the seed", flush=True)
         if self.dist.main:
             print(f"resumed {path} at step {step}", flush=True)
         return step
@@ -177,12 +179,18 @@ class Run:
     def _gens(self) -> dict[str, torch.Generator]:
         return {"noise": self.gen}
 
+    def _rng_path(self, step: int) -> Path:
+        return self.out / f"rng-{self.dist.rank}-{step}.json"
+
     def checkpoint(self, step: int, force: bool = False) -> None:
         """Write the resume state every ``ckpt_every`` steps (and when ``force``).
 
         Every rank holds the same weights under DDP, but each has its own data and
-        noise generators; rank r writes its generators to ``rng-<r>.json`` so a
-        resumed run continues every rank's stream, and rank 0 writes the rest.
+        noise generators; rank r writes its generators to ``rng-<r>-<step>.json`` so a
+        resumed run continues every rank's stream, and rank 0 writes the rest. A
+        rank's generator file of the previous checkpoint is removed only after
+        the new state is on disk, so a kill between the two writes still finds
+        the generators of the state it resumes.
         """
         if not force and step % self.cfg.ckpt_every:
             return
@@ -193,8 +201,7 @@ class Run:
             "numpy": {name: r.bit_generator.state for name, r in self._rngs().items()},
             "torch": {name: g.get_state().tolist() for name, g in self._gens().items()},
         }
-        text = json.dumps(rng_state)
-        atomic_write_text(self.out / f"rng-{d.rank}.json", text)
+        atomic_write_text(self._rng_path(step), json.dumps(rng_state))
         if d.main:
             save_state(
                 self.out / RESUME_NAME,
@@ -207,6 +214,10 @@ class Run:
                 extra={"config": self.cfg.to_dict(), "wall_s": time.time() - self._t0},
             )
         d.barrier()
+        keep = self._rng_path(step)
+        for old in self.out.glob(f"rng-{d.rank}-*.json"):
+            if old != keep:
+                old.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ training helpers
 
