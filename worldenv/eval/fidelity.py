@@ -251,8 +251,9 @@ def evaluate_fidelity(cfg: FidelityConfig, model: Any = None) -> dict[str, Any]:
         o_rgb, o_depth, seen_valid = mems["oracle"].render(pose, K, size)
         _, r_depth, r_valid = mems["reference"].render(pose, K, size)
         tol = cfg.seen_depth_tol * gt_depth[:, i]
-        seen = seen_valid & ((o_depth - gt_depth[:, i]).abs() <= tol)
-        splits = {"seen_valid": seen_valid, "seen_reference": r_valid & ((r_depth - gt_depth[:, i]).abs() <= tol)}
+        seen = seen_valid & ((o_depth - gt_depth[:, i]).abs() <= tol)  # the same surface as before
+        seen_ref = r_valid & ((r_depth - gt_depth[:, i]).abs() <= tol)
+        splits = {"seen_valid": seen_valid, "seen_reference": seen_ref}
         w_rgb, w_depth, w_mask = mems["warp"].render(pose, K, size)
         m_rgb_w, m_depth_w, m_mask_w = mems["model"].render(pose, K, size)
         ts = time.perf_counter()

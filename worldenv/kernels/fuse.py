@@ -66,6 +66,9 @@ DEFAULT_RADIUS_SCALE = 0.9
 MAX_CAPACITY = 2**30  # slots are int32 in the hash; keys are 63-bit
 _AXIS_OFFSET = 2**20
 _EMPTY_KEY = -1
+# What every field of a PointMap holds for an empty stream (no slot used, no hash entry).
+_EMPTY_VALUES = {"xyz": 0, "feats": 0, "radius": 0, "stamp": -1, "ref": 0, "slot_key": _EMPTY_KEY,
+                 "hash_keys": _EMPTY_KEY, "hash_vals": -1, "count": 0, "hand": 0, "frame": 0}  # fmt: skip
 _GOLDEN = 0x9E3779B97F4A7C15
 _GOLDEN_SIGNED = _GOLDEN - 2**64  # the same 64 bits as an int64
 _M64 = 2**64 - 1
@@ -127,18 +130,19 @@ class PointMap:
         B, cap, C, T = int(batch_size), int(capacity), int(feature_dim), table_size(int(capacity))
         dev = torch.device(device)
         pm = cls(
-            xyz=torch.zeros(B, cap, 3, dtype=torch.float32, device=dev),
-            feats=torch.zeros(B, cap, C, dtype=torch.float32, device=dev),
-            radius=torch.zeros(B, cap, dtype=torch.float32, device=dev),
-            stamp=torch.full((B, cap), -1, dtype=torch.int64, device=dev),
-            ref=torch.zeros(B, cap, dtype=torch.uint8, device=dev),
-            slot_key=torch.full((B, cap), _EMPTY_KEY, dtype=torch.int64, device=dev),
-            hash_keys=torch.full((B, T), _EMPTY_KEY, dtype=torch.int64, device=dev),
-            hash_vals=torch.full((B, T), -1, dtype=torch.int32, device=dev),
-            count=torch.zeros(B, dtype=torch.int64, device=dev),
-            hand=torch.zeros(B, dtype=torch.int64, device=dev),
-            frame=torch.zeros(B, dtype=torch.int64, device=dev),
+            xyz=torch.empty(B, cap, 3, dtype=torch.float32, device=dev),
+            feats=torch.empty(B, cap, C, dtype=torch.float32, device=dev),
+            radius=torch.empty(B, cap, dtype=torch.float32, device=dev),
+            stamp=torch.empty(B, cap, dtype=torch.int64, device=dev),
+            ref=torch.empty(B, cap, dtype=torch.uint8, device=dev),
+            slot_key=torch.empty(B, cap, dtype=torch.int64, device=dev),
+            hash_keys=torch.empty(B, T, dtype=torch.int64, device=dev),
+            hash_vals=torch.empty(B, T, dtype=torch.int32, device=dev),
+            count=torch.empty(B, dtype=torch.int64, device=dev),
+            hand=torch.empty(B, dtype=torch.int64, device=dev),
+            frame=torch.empty(B, dtype=torch.int64, device=dev),
         )
+        pm.reset()
         return pm
 
     @property
@@ -173,10 +177,8 @@ class PointMap:
             # In-place fills of each stream's rows: boolean-index assignment would gather and
             # scatter the whole (B, capacity) storage.
             streams = [int(b) for b in torch.nonzero(mask.cpu()).flatten()]
-        empty = {"xyz": 0, "feats": 0, "radius": 0, "stamp": -1, "ref": 0, "slot_key": _EMPTY_KEY,
-                 "hash_keys": _EMPTY_KEY, "hash_vals": -1, "count": 0, "hand": 0, "frame": 0}  # fmt: skip
         for b in streams:
-            for name, value in empty.items():
+            for name, value in _EMPTY_VALUES.items():
                 getattr(self, name)[b].fill_(value)
 
     def to(self, device: torch.device | str) -> PointMap:
