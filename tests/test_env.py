@@ -9,6 +9,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.error import ResetNeeded
 from test_env_fixtures import SIZE, rooms, street, tiny_checkpoint, tiny_model, one_thread  # noqa: F401
 
@@ -160,6 +161,7 @@ def test_step_before_reset_and_after_the_end_raise(rooms):
         ({"render_mode": "ascii"}, ValueError, "Expect `render_mode`"),
         ({"max_episode_steps": 0}, ValueError, "Expect `max_episode_steps` to be positive, actually: 0"),
         ({"task_options": {"radius": 1}}, ValueError, "Expect `task_options`"),
+        ({"memory_update": "never"}, ValueError, "Expect `memory_update` to be one of"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, error, match, rooms):
@@ -304,3 +306,22 @@ def test_captured_scene_starts_from_a_captured_frame_and_collides_with_depth(cap
     assert info["collided"] and np.array_equal(info["pose"][:3, 3], before[:3, 3])
     with pytest.raises(ValueError, match="Expect a scene with ground truth for dynamics='oracle'"):
         WorldEnv(scene=scene, task="free", dynamics="oracle", obs_size=SIZE).reset(seed=0)
+
+
+@pytest.mark.parametrize("memory_update", ["holes", "all"])
+def test_memory_update_decides_whether_generated_frames_overwrite_the_memory(memory_update, tiny_checkpoint, rooms):
+    env = WorldEnv(scene=rooms, task="free", controls="pose", controls_options={"mode": "relative"}, obs_size=SIZE,
+                   checkpoint=str(tiny_checkpoint), memory_update=memory_update)  # fmt: skip
+    env.reset(seed=2)
+    world = env.unwrapped.world
+    c2w, K = torch.from_numpy(world.c2w), torch.from_numpy(world.K)
+    before, _, valid = world.memory.render(c2w, K, SIZE)
+    n0 = int(world.memory.num_points[0])
+    env.step(np.array([0, 0, 0, 0, 0, 0, 1.0]))  # stand still: the model re-generates the reference view
+    after, _, _ = world.memory.render(c2w, K, SIZE)
+    n1 = int(world.memory.num_points[0])
+    if memory_update == "holes":  # only the warp's few holes became points; what was seen is kept
+        assert 0 <= n1 - n0 <= int((~valid).sum())
+        assert torch.equal(after[valid], before[valid])
+    else:  # the generated frame overwrote the reference's voxels
+        assert not torch.equal(after[valid], before[valid])

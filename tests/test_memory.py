@@ -57,6 +57,42 @@ def test_float_rgb_is_taken_as_is():
     assert_renders_equal(a, b, c2w, K)
 
 
+def test_fuse_pixels_selects_what_becomes_points():
+    rgb, depth, c2w, K = frames(3, 1, B=1)[0]
+    left = torch.zeros(1, H, W, dtype=torch.bool)
+    left[..., : W // 2] = True
+    a = SpatialMemory(capacity=H * W, voxel_size=1e-3)
+    a.fuse(rgb, depth, c2w, K, pixels=left)
+    b = SpatialMemory(capacity=H * W, voxel_size=1e-3)
+    b.fuse(rgb, torch.where(left, depth, torch.zeros_like(depth)), c2w, K)  # the same as unknown depth there
+    assert a.num_points.tolist() == [H * W // 2]
+    assert_renders_equal(a, b, c2w, K)
+
+
+def test_fuse_generated_keeps_what_the_memory_had_and_fills_its_holes():
+    rgb, depth, c2w, K = frames(4, 1, B=1)[0]
+    seen = torch.zeros(1, H, W, dtype=torch.bool)
+    seen[:, : H // 2] = True  # the reference saw the top half
+    mem = SpatialMemory(capacity=H * W, voxel_size=1e-3)
+    mem.fuse(rgb, depth, c2w, K, pixels=seen)
+    before_rgb, _, warp_mask = mem.render(c2w, K, (H, W))
+    assert torch.equal(warp_mask, seen)
+    # A generated frame at the same pose: other colours and slightly nearer surfaces everywhere.
+    gen_rgb, gen_depth = 255 - rgb, depth * 0.97
+    mem.fuse_generated(gen_rgb, gen_depth, c2w, K, warp_mask)
+    after_rgb, after_depth, mask = mem.render(c2w, K, (H, W))
+    assert mask.all(), "the holes are filled"
+    assert torch.equal(after_rgb[seen], before_rgb[seen]), "the seen half is not overwritten nor occluded"
+    assert torch.equal(after_rgb[~seen], gen_rgb[~seen].float() / 255.0)
+    # Control: fusing every pixel puts the nearer generated points in front of the seen half.
+    every = SpatialMemory(capacity=H * W, voxel_size=1e-3)
+    every.fuse(rgb, depth, c2w, K, pixels=seen)
+    every.fuse(gen_rgb, gen_depth, c2w, K)
+    assert not torch.equal(every.render(c2w, K, (H, W))[0][seen], before_rgb[seen])
+    with pytest.raises(ValueError, match="warp_mask"):
+        mem.fuse_generated(gen_rgb, gen_depth, c2w, K, warp_mask[0])
+
+
 def test_state_dict_round_trip():
     mem = filled()
     state = mem.state_dict()
@@ -166,6 +202,8 @@ def good():
         (dict(mask=torch.ones(2, dtype=torch.bool)), ValueError, "Expect `mask` to have shape (1,), actually: (2,)"),
         (dict(rgb=torch.zeros(1, 9000, 2, 3, dtype=torch.uint8), depth=torch.ones(1, 9000, 2)), ValueError, "Expect `rgb` to have sides in [1, 8192]"),
         (dict(depth=torch.ones(1, H, W, device="meta")), ValueError, "Expect `depth` on device cpu, actually: meta"),
+        (dict(pixels=torch.ones(1, H, W)), TypeError, "Expect `pixels` to have dtype torch.bool"),
+        (dict(pixels=torch.ones(1, H, W - 1, dtype=torch.bool)), ValueError, f"Expect `pixels` to have shape (1, {H}, {W}), actually: (1, {H}, {W - 1})"),
     ],
 )
 def test_fuse_rejects_bad_arguments(change, error, message):

@@ -20,7 +20,10 @@ from worldenv._checks import check_positive, check_size, check_tensor
 from worldenv.kernels import DEFAULT_MAX_RADIUS_PX, DEFAULT_NEAR, DEFAULT_RADIUS_SCALE, PointMap, fuse, splat
 from worldenv.kernels.fuse import MAX_CAPACITY
 
-__all__ = ["MemoryConfig", "SpatialMemory"]
+__all__ = ["MEMORY_UPDATES", "MemoryConfig", "SpatialMemory"]
+
+MEMORY_UPDATES = ("holes", "all")
+"""How generated frames enter the memory: only the warp's holes (:meth:`SpatialMemory.fuse_generated`) or every pixel."""
 
 _MAX_BATCH = 2**16
 _MAX_FEATURES = 2**16
@@ -172,6 +175,7 @@ class SpatialMemory:
         c2w: torch.Tensor | np.ndarray,
         K: torch.Tensor | np.ndarray,
         mask: torch.Tensor | None = None,
+        pixels: torch.Tensor | None = None,
     ) -> None:
         """Add one RGB-D frame per stream.
 
@@ -183,6 +187,8 @@ class SpatialMemory:
             c2w: Camera-to-world poses, (B, 4, 4) float32 or float64.
             K: Pixel intrinsics, (B, 3, 3) float32 or float64.
             mask: Streams to update, (B,) bool; ``None`` updates all.
+            pixels: Pixels to fuse, (B, H, W) bool; ``None`` fuses every pixel
+                with a known depth.
 
         Raises:
             TypeError: An argument has the wrong type or dtype.
@@ -194,6 +200,10 @@ class SpatialMemory:
         check_size("rgb", (dims["H"], dims["W"]))
         c2w, K = self._pose_and_intrinsics(c2w, K, dims)
         mask = self._stream_mask("mask", mask)
+        depth = depth.to(torch.float32)
+        if pixels is not None:
+            check_tensor("pixels", pixels, ("B", "H", "W"), torch.bool, self.device, dims)
+            depth = torch.where(pixels, depth, torch.zeros((), dtype=depth.dtype, device=depth.device))  # 0 = unknown
         if rgb.dtype == torch.uint8:
             feats = rgb.to(torch.float32) / 255.0
         else:
@@ -203,13 +213,41 @@ class SpatialMemory:
         fuse(
             self._map,
             feats,
-            depth.to(torch.float32),
+            depth,
             c2w,
             K,
             voxel_size=self.config.voxel_size,
             radius_scale=self.config.radius_scale,
             batch_mask=mask,
         )
+
+    def fuse_generated(
+        self,
+        rgb: torch.Tensor,
+        depth: torch.Tensor,
+        c2w: torch.Tensor | np.ndarray,
+        K: torch.Tensor | np.ndarray,
+        warp_mask: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> None:
+        """Fuse frames the world model generated from this memory's warp: only its holes.
+
+        Where the warp was valid the memory already holds the surface, and the
+        model's frame shows it (the codec's blend copies the warp there), so
+        those points keep their first observation: the reference view and the
+        ground-truth frames are not overwritten by generated copies of
+        themselves, and small depth errors of generated frames do not leave
+        floaters in front of surfaces already seen. Only pixels the warp left
+        empty (``~warp_mask``: newly seen surfaces) become points. This is the
+        rule of ``WorldEnv``, ``worldenv eval fidelity`` and the student's
+        self-forcing rollouts.
+
+        Args:
+            rgb, depth, c2w, K, mask: As :meth:`fuse`.
+            warp_mask: The validity mask :meth:`render` returned for this pose, (B, H, W) bool.
+        """
+        check_tensor("warp_mask", warp_mask, (self.batch_size, None, None), torch.bool, self.device)
+        self.fuse(rgb, depth, c2w, K, mask=mask, pixels=~warp_mask)
 
     @torch.no_grad()
     def render(

@@ -96,6 +96,9 @@ class WorldConfig:
         max_episode_steps: Truncate episodes after this many steps; None for the task's default.
         memory_capacity: Points per stream in the spatial memory.
         voxel_size: Memory voxel edge in metres.
+        memory_update: How the model's frames enter the memory: ``"holes"`` (only pixels the warp
+            left empty: surfaces keep their first observation, see
+            :meth:`~worldenv.memory.SpatialMemory.fuse_generated`) or ``"all"`` (every pixel).
         collisions: Block moves into obstacles (not for pose controls or open-loop replay).
         depth_max: Bound of the depth observation in metres (values beyond are clipped).
         timings: Put ``timings`` (milliseconds per stage of the step) in ``info``. Off by default because
@@ -120,6 +123,7 @@ class WorldConfig:
     max_episode_steps: int | None = None
     memory_capacity: int = 2**17
     voxel_size: float = 0.02
+    memory_update: str = "holes"
     collisions: bool = True
     depth_max: float = 100.0
     timings: bool = False
@@ -130,6 +134,10 @@ class WorldConfig:
             self.scene = cls.default_scene
         if not isinstance(self.scene, str) and not hasattr(self.scene, "render_batch"):
             raise TypeError(f"Expect `scene` to be a spec string or a Scene, actually: {type(self.scene).__name__}")
+        from worldenv.memory import MEMORY_UPDATES
+
+        if self.memory_update not in MEMORY_UPDATES:
+            raise ValueError(f"Expect `memory_update` to be one of {MEMORY_UPDATES}, actually: {self.memory_update!r}")
         if self.dynamics not in DYNAMICS:
             raise ValueError(f"Expect `dynamics` to be one of {DYNAMICS}, actually: {self.dynamics!r}")
         if isinstance(self.obs_size, bool) or not isinstance(self.obs_size, (int, np.integer)) or not 8 <= self.obs_size <= 2048:
@@ -472,7 +480,10 @@ class World:
         rgb, depth = self.model.step(w_rgb, w_depth, w_mask, c2w_t, self.generator)  # (B, H, W, 3), (B, H, W)
         tm["model"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        self.memory.fuse(rgb, depth, c2w_t, K_t)
+        if c.memory_update == "holes":
+            self.memory.fuse_generated(rgb, depth, c2w_t, K_t, w_mask)
+        else:
+            self.memory.fuse(rgb, depth, c2w_t, K_t)
         self.frames[:] = _to_uint8(rgb)
         self.depths[:] = depth.cpu().numpy()
         tm["fuse"] = (time.perf_counter() - t) * 1e3

@@ -108,7 +108,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], Any]):
     - ``render_mode``: ``"rgb_array"`` or ``"human"`` (a window where a display exists).
     - ``depth``, ``pose``: add those observations.
     - ``timings``: put per-stage timings in ``info``.
-    - ``max_episode_steps``, ``fov_deg``, ``memory_capacity``, ``voxel_size``, ``collisions``, ``depth_max``:
+    - ``max_episode_steps``, ``fov_deg``, ``memory_capacity``, ``voxel_size``, ``memory_update``, ``collisions``, ``depth_max``:
       see :class:`~worldenv.envs.world.WorldConfig`.
 
     ## Snapshots
@@ -145,6 +145,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], Any]):
         fov_deg: float = 90.0,
         memory_capacity: int = 2**17,
         voxel_size: float = 0.02,
+        memory_update: str = "holes",
         collisions: bool = True,
         depth_max: float = 100.0,
         timings: bool = False,
@@ -170,6 +171,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], Any]):
             max_episode_steps=max_episode_steps,
             memory_capacity=memory_capacity,
             voxel_size=voxel_size,
+            memory_update=memory_update,
             collisions=collisions,
             depth_max=depth_max,
             timings=timings,

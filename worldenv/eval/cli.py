@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default="explore,loop", help="trajectory kinds (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=200, help="steps per trajectory (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="trajectory and noise seed (default: %(default)s)")
+    parser.add_argument(
+        "--memory-update", default="holes", choices=("holes", "all"),
+        help="generated frames enter the memory only where the warp had holes, or everywhere (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--voxel-size", type=float, default=0.02, help="memory voxel edge in metres (default: %(default)s)")
     parser.add_argument("--out", default="outputs/fidelity", help="writes fidelity.json and fidelity.png here")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
 
@@ -38,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         kinds=tuple(k for k in args.kinds.split(",") if k),
         steps=args.steps,
         seed=args.seed,
+        memory_update=args.memory_update,
+        voxel_size=args.voxel_size,
         out=args.out,
     )
     result = evaluate_fidelity(cfg)

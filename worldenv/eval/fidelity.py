@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worldenv.memory import SpatialMemory
+from worldenv.memory import MEMORY_UPDATES, SpatialMemory
 from worldenv.train.data import HELDOUT_SEED_START, is_heldout
 
 __all__ = ["FidelityConfig", "evaluate_fidelity", "psnr", "ssim_map", "frame_metrics", "summarize", "plot_curves"]
@@ -75,6 +75,11 @@ class FidelityConfig:
         seen_depth_tol: A valid oracle-memory warp shows the surface seen before when its depth is
             within this fraction of the oracle depth.
         seed: Seed of trajectories and model noise.
+        memory_update: How generated frames enter the model's memory, as in ``WorldEnv``:
+            ``"holes"`` (only pixels the warp left empty, :meth:`SpatialMemory.fuse_generated`)
+            or ``"all"`` (every pixel overwrites its voxel).
+        voxel_size: Voxel edge of every memory (metres).
+        capacity: Points per memory stream.
         out: Output directory (``fidelity.json``, ``fidelity.png``).
     """
 
@@ -88,6 +93,8 @@ class FidelityConfig:
     seen_depth_tol: float = 0.03
     seed: int = 0
     out: str = "outputs/fidelity"
+    memory_update: str = "holes"
+    voxel_size: float = 0.02
     capacity: int = 2**18
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +110,8 @@ class FidelityConfig:
             raise ValueError(f"Expect `steps` >= 4, actually: {self.steps}")
         if not 0.0 <= self.hole_frac < 1.0:
             raise ValueError(f"Expect `hole_frac` in [0, 1), actually: {self.hole_frac}")
+        if self.memory_update not in MEMORY_UPDATES:
+            raise ValueError(f"Expect `memory_update` in {MEMORY_UPDATES}, actually: {self.memory_update!r}")
         if not 0.0 < self.seen_depth_tol < 1.0:
             raise ValueError(f"Expect `seen_depth_tol` in (0, 1), actually: {self.seen_depth_tol}")
 
@@ -237,7 +246,7 @@ def evaluate_fidelity(cfg: FidelityConfig, model: Any = None) -> dict[str, Any]:
     gt_rgb8 = torch.from_numpy(np.stack([t["rgb"] for t in trajs]))  # (B, S+1, H, W, 3) uint8
     gt_depth = torch.from_numpy(np.stack([t["depth"] for t in trajs])).float()
     size = (cfg.size, cfg.size)
-    mems = {name: SpatialMemory(B, capacity=cfg.capacity) for name in ("oracle", "reference", "warp", "model")}
+    mems = {name: SpatialMemory(B, capacity=cfg.capacity, voxel_size=cfg.voxel_size) for name in ("oracle", "reference", "warp", "model")}
     for mem in mems.values():
         mem.fuse(gt_rgb8[:, 0], gt_depth[:, 0], c2w[:, 0], K)
     model.reset(gt_rgb8[:, 0], gt_depth[:, 0], c2w[:, 0], K)
@@ -265,7 +274,10 @@ def evaluate_fidelity(cfg: FidelityConfig, model: Any = None) -> dict[str, Any]:
         hole_frac.append(1.0 - w_mask.flatten(1).float().mean(1))
         mems["oracle"].fuse(gt_rgb8[:, i], gt_depth[:, i], pose, K)
         mems["warp"].fuse(w_rgb, w_depth, pose, K)
-        mems["model"].fuse(m_rgb, m_depth, pose, K)
+        if cfg.memory_update == "holes":
+            mems["model"].fuse_generated(m_rgb, m_depth, pose, K, m_mask_w)
+        else:
+            mems["model"].fuse(m_rgb, m_depth, pose, K)
         last_model_rgb = m_rgb
     assert last_model_rgb is not None
     curves = {

@@ -144,7 +144,7 @@ def rollout(student: WorldModel, batch: dict[str, Tensor], frames: int, exit_ste
     """Roll the student out through its KV cache with the environment's memory loop.
 
     The memory is seeded with the reference view; every generated frame is
-    fused before the next warp is rendered, as ``WorldEnv`` does.
+    fused (where its warp had holes) before the next warp is rendered, as ``WorldEnv`` does.
     """
     cfg = student.config
     B = batch["rgb"].shape[0]
@@ -161,7 +161,7 @@ def rollout(student: WorldModel, batch: dict[str, Tensor], frames: int, exit_ste
         wr, wd, wm = mem.render(c2w, K, (H, W))
         rec: dict = {}
         rgb, depth = student.step(wr, wd, wm, c2w, generator=gen, record=rec)
-        mem.fuse(rgb, depth, c2w, K)
+        mem.fuse_generated(rgb, depth, c2w, K, wm)
         warps["warp_rgb"].append((wr.clamp(0, 1) * 255 + 0.5).to(torch.uint8))
         warps["warp_depth"].append(wd)
         warps["warp_mask"].append(wm)
