@@ -43,7 +43,10 @@ class Args:
     norm_reward: bool = field(
         default=False, metadata={"help": "scale rewards by a running estimate of the return's std (training only)"}
     )
-    cnn_features: int = field(default=64, metadata={"help": "size of the RGB encoder's output (SB3 NatureCNN)"})
+    encoder: str = field(
+        default="nav", metadata={"help": "features extractor: nav (worldenv.sb3.NavEncoder) or combined (SB3's default)"}
+    )
+    cnn_features: int = field(default=128, metadata={"help": "size of each image encoder's output"})
     stop_logit: float = field(
         default=-2.0, metadata={"help": "initial logit of STOP (action 0) for tasks that have one; 0 for a uniform start"}
     )
@@ -59,8 +62,14 @@ def main(argv: list[str] | None = None) -> str:
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
-    from worldenv.sb3 import make_sb3_env
+    from worldenv.sb3 import NavEncoder, make_sb3_env
 
+    if args.encoder == "nav":
+        policy_kwargs = {"features_extractor_class": NavEncoder, "features_extractor_kwargs": {"cnn_features": args.cnn_features}}
+    elif args.encoder == "combined":
+        policy_kwargs = {"features_extractor_kwargs": {"cnn_output_dim": args.cnn_features}}
+    else:
+        raise ValueError(f"Expect `encoder` to be 'nav' or 'combined', actually: {args.encoder!r}")
     torch.manual_seed(args.seed)
     task_options = {"min_geodesic": args.min_geodesic, "max_geodesic": args.max_geodesic} if "Nav" in args.env_id else {}
     env_kwargs = dict(
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> str:
         "MultiInputPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
         learning_rate=args.learning_rate, gamma=args.gamma, ent_coef=args.ent_coef, seed=args.seed,
         device=args.device, tensorboard_log=args.log_dir or None, verbose=1,
-        policy_kwargs={"features_extractor_kwargs": {"cnn_output_dim": args.cnn_features}},
+        policy_kwargs=policy_kwargs,
     )  # fmt: skip
     if "Nav" in args.env_id and args.stop_logit:
         # A uniform start calls STOP every fourth step, and "stop at once" (return ~ -0.01) beats

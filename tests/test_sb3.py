@@ -58,3 +58,58 @@ def test_done_streams_carry_terminal_observation_and_the_ended_episodes_info(roo
 def test_rejects_other_vector_envs():
     with pytest.raises(TypeError, match="Expect `venv` to be a WorldVectorEnv"):
         SB3VecEnv(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("env_id, keys", [("worldenv/PointNav-v0", {"rgb", "pointgoal"}), ("worldenv/ImageNav-v0", {"rgb", "imagegoal"})])
+def test_nav_encoder_trains_saves_and_loads(tmp_path, rooms, env_id, keys):
+    import torch
+    from stable_baselines3 import PPO
+
+    from worldenv.sb3 import NavEncoder
+
+    venv = make_sb3_env(env_id, num_envs=2, scene="rooms", scene_pool=1, dynamics="oracle", obs_size=SIZE, depth=True)
+    assert keys | {"depth"} == set(venv.observation_space.spaces)
+    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0,
+                policy_kwargs={"features_extractor_class": NavEncoder, "features_extractor_kwargs": {"cnn_features": 16}})  # fmt: skip
+    enc = model.policy.features_extractor
+    # 16 per image (rgb, depth, maybe imagegoal) + (d, cos, sin) and its 32-unit embedding for pointgoal.
+    assert enc.features_dim == 16 * (len(keys - {"pointgoal"}) + 1) + (35 if "pointgoal" in keys else 0)
+    model.learn(32)
+    model.save(tmp_path / "ppo.zip")
+    again = PPO.load(tmp_path / "ppo.zip", device="cpu")
+    obs = venv.reset()
+    a, _ = model.predict(obs, deterministic=True)
+    b, _ = again.predict(obs, deterministic=True)
+    assert np.array_equal(a, b)
+    venv.close()
+
+
+def test_nav_encoder_reads_the_goal_as_distance_cos_sin():
+    import torch
+    from gymnasium import spaces
+
+    from worldenv.sb3 import NavEncoder
+
+    space = spaces.Dict({
+        "rgb": spaces.Box(0, 255, (3, 64, 64), np.uint8),  # as SB3 hands it over: transposed, scaled to [0, 1]
+        "pointgoal": spaces.Box(-np.inf, np.inf, (2,), np.float32),
+    })  # fmt: skip
+    enc = NavEncoder(space, cnn_features=8)
+    rgb = torch.rand(2, 3, 64, 64)
+    goal = torch.tensor([[1.5, np.pi - 1e-4], [1.5, -np.pi + 1e-4]])
+    f = enc({"rgb": torch.cat([rgb[:1], rgb[:1]]), "pointgoal": goal})
+    assert f.shape == (2, 8 + 3 + 32)
+    # Keys in the Dict space's (sorted) order: (d, cos a, sin a) and its embedding, then rgb's 8 features.
+    torch.testing.assert_close(f[:, :3], torch.tensor([[1.5, -1.0, 1e-4], [1.5, -1.0, -1e-4]]), atol=1e-6, rtol=0)
+    # Just either side of +-pi the goal is nearly the same direction, so the features barely differ.
+    assert (f[0] - f[1]).abs().max() < 1e-3
+
+
+def test_nav_encoder_rejects_small_images():
+    from gymnasium import spaces
+
+    from worldenv.sb3 import NavEncoder
+
+    space = spaces.Dict({"rgb": spaces.Box(0, 255, (16, 16, 3), np.uint8)})
+    with pytest.raises(ValueError, match="rgb"):
+        NavEncoder(space)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 try:
+    from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
@@ -32,7 +34,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 
 from worldenv.envs.vector import WorldVectorEnv
 
-__all__ = ["SB3VecEnv", "make_sb3_env"]
+__all__ = ["NavEncoder", "SB3VecEnv", "make_sb3_env"]
 
 
 class SB3VecEnv(VecEnv):
@@ -113,3 +115,84 @@ def make_sb3_env(env_id: str, num_envs: int = 1, **kwargs: Any) -> SB3VecEnv:
         inner = inner.env
     return SB3VecEnv(inner)
 
+
+
+_MIN_SIDE = 36  # the smallest side NavEncoder's conv stack (8/4, 4/2, 3/1) maps to at least 1x1
+
+
+class NavEncoder(BaseFeaturesExtractor):
+    """Features for navigation policies: a small CNN per image and the goal vector kept readable.
+
+    SB3's ``CombinedExtractor`` concatenates a 2-number ``pointgoal`` to a wide
+    CNN embedding, and PPO drifts to "STOP at once" before the goal vector
+    matters to it. Here the goal's polar coordinates enter as
+    ``(distance, cos angle, sin angle)`` (no jump at ±π), both raw and through
+    a small MLP, next to a compact image embedding.
+
+    * images (``uint8`` ``(H, W, C)`` boxes: ``rgb``, ``imagegoal``): average-pooled
+      by ``pool`` (less where the side would drop below 36 pixels), then 3 conv layers and a linear layer to ``cnn_features``;
+    * ``pointgoal``: ``(d, cos a, sin a)`` and a 32-unit ReLU layer on it;
+    * anything else (``depth`` is an image too; ``pose``): flattened.
+
+    Use with ``PPO("MultiInputPolicy", venv, policy_kwargs={"features_extractor_class": NavEncoder})``.
+    """
+
+    def __init__(self, observation_space: Any, cnn_features: int = 128, pool: int = 2) -> None:
+        import torch
+        from gymnasium import spaces
+        from torch import nn
+
+        if not isinstance(observation_space, spaces.Dict):
+            raise TypeError(f"Expect `observation_space` to be a Dict space, actually: {type(observation_space).__name__}")
+        if cnn_features < 1 or pool < 1:
+            raise ValueError(f"Expect `cnn_features` >= 1 and `pool` >= 1, actually: {cnn_features}, {pool}")
+        encoders: dict[str, nn.Module] = {}
+        self._channels_last: dict[str, bool] = {}
+        total = 0
+        for key, space in observation_space.spaces.items():
+            shape = tuple(space.shape or ())
+            if len(shape) == 3:
+                # SB3 transposes uint8 images to (C, H, W) and scales them to [0, 1] before the
+                # extractor; float maps (depth) arrive as the env made them, (H, W, C).
+                last = not (is_image_space(space) and is_image_space_channels_first(space))
+                c, h, w = (shape[2], shape[0], shape[1]) if last else shape
+                if min(h, w) < _MIN_SIDE:
+                    raise ValueError(f"Expect images of at least {_MIN_SIDE}x{_MIN_SIDE} for `{key}`, actually: {h}x{w}")
+                p = pool
+                while p > 1 and min(h, w) // p < _MIN_SIDE:  # pool less rather than shrink below the CNN's reach
+                    p -= 1
+                cnn = nn.Sequential(
+                    nn.AvgPool2d(p) if p > 1 else nn.Identity(),
+                    nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(),
+                    nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                    nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
+                    nn.Flatten(),
+                )  # fmt: skip
+                with torch.no_grad():
+                    n = cnn(torch.zeros(1, c, h, w)).shape[1]
+                encoders[key] = nn.Sequential(cnn, nn.Linear(n, cnn_features), nn.ReLU())
+                self._channels_last[key] = last
+                total += cnn_features
+            elif key == "pointgoal":
+                encoders[key] = nn.Sequential(nn.Linear(3, 32), nn.ReLU())
+                total += 3 + 32
+            else:
+                total += int(np.prod(shape))
+        super().__init__(observation_space, features_dim=total)
+        self.encoders = nn.ModuleDict(encoders)
+        self._keys = list(observation_space.spaces)
+
+    def forward(self, observations: dict[str, Any]) -> Any:
+        import torch
+
+        parts = []
+        for key in self._keys:
+            x = observations[key].float()
+            if key == "pointgoal":
+                polar = torch.stack([x[:, 0], torch.cos(x[:, 1]), torch.sin(x[:, 1])], dim=-1)
+                parts += [polar, self.encoders[key](polar)]
+            elif key in self.encoders:
+                parts.append(self.encoders[key](x.permute(0, 3, 1, 2) if self._channels_last[key] else x))
+            else:
+                parts.append(x.flatten(1))
+        return torch.cat(parts, dim=1)
