@@ -93,6 +93,73 @@ def test_fuse_generated_keeps_what_the_memory_had_and_fills_its_holes():
         mem.fuse_generated(gen_rgb, gen_depth, c2w, K, warp_mask[0])
 
 
+def wall(depth_m: float = 2.0, B: int = 1):
+    """A camera at the origin looking down +z at a flat wall ``depth_m`` away."""
+    K = pinhole(W / 2, H, W, B)
+    c2w = torch.eye(4, dtype=torch.float64).repeat(B, 1, 1)
+    rgb = torch.randint(0, 256, (B, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    return rgb, torch.full((B, H, W), depth_m), c2w, K
+
+
+def test_anchor_free_space_is_what_lies_in_front_of_the_anchor():
+    rgb, depth, c2w, K = wall()
+    mem = SpatialMemory(capacity=4 * H * W)
+    assert not mem.anchor_free_space(depth, c2w, K).any(), "no anchor, no known free space"
+    mem.set_anchor(depth, c2w, K)
+    assert mem.anchor_free_space(depth * 0.5, c2w, K).all()  # halfway to the wall: empty space
+    assert not mem.anchor_free_space(depth * 0.99, c2w, K).any()  # within the tolerance of the wall
+    assert not mem.anchor_free_space(depth * 1.5, c2w, K).any()  # behind the wall: unknown
+    side = c2w.clone()
+    side[:, 0, 3] = 50.0  # far to the side: outside the anchor's image
+    assert not mem.anchor_free_space(depth * 0.5, side, K).any()
+    mem.reset()
+    assert not mem.anchor_free_space(depth * 0.5, c2w, K).any(), "reset forgets the anchor"
+
+
+def test_fuse_generated_drops_floaters_in_front_of_the_anchor():
+    rgb, depth, c2w, K = wall()
+    mem = SpatialMemory(capacity=4 * H * W)
+    mem.fuse(rgb, depth, c2w, K)
+    mem.set_anchor(depth, c2w, K)
+    before = mem.render(c2w, K, (H, W))
+    # A generated frame from a camera 0.5 m to the side, taken as all holes: its left half
+    # 0.5 m in front of the wall (floaters), its right half 1 m behind it.
+    side = c2w.clone()
+    side[:, 0, 3] = 0.5
+    valid = torch.zeros(1, H, W, dtype=torch.bool)
+    gen_depth = torch.full((1, H, W), 3.0)
+    gen_depth[..., : W // 2] = 1.5
+    n0 = int(mem.num_points[0])
+    mem.fuse_generated(255 - rgb, gen_depth, side, K, valid)
+    assert int(mem.num_points[0]) > n0, "the points behind the wall are kept"
+    after = mem.render(c2w, K, (H, W))
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1]), "the anchor's view is unchanged"
+    # Control: without an anchor the floater is fused and shows in front of the wall.
+    free = SpatialMemory(capacity=4 * H * W)
+    free.fuse(rgb, depth, c2w, K)
+    free.fuse_generated(255 - rgb, gen_depth, side, K, valid)
+    assert not torch.equal(free.render(c2w, K, (H, W))[1], before[1])
+
+
+def test_anchor_survives_state_dict_and_partial_reset():
+    rgb, depth, c2w, K = wall(B=2)
+    mem = SpatialMemory(batch_size=2, capacity=4 * H * W)
+    mem.set_anchor(depth, c2w, K, mask=torch.tensor([True, False]))
+    assert mem.anchor_free_space(depth * 0.5, c2w, K).flatten(1).all(1).tolist() == [True, False]
+    state = mem.state_dict()
+    assert {"anchor.depth", "anchor.c2w", "anchor.K", "anchor.set"} <= set(state)
+    copy = SpatialMemory(batch_size=2, capacity=4 * H * W)
+    copy.load_state_dict(state)
+    assert torch.equal(copy.anchor_free_space(depth * 0.5, c2w, K), mem.anchor_free_space(depth * 0.5, c2w, K))
+    mem.set_anchor(depth, c2w, K)
+    mem.reset(torch.tensor([False, True]))
+    assert mem.anchor_free_space(depth * 0.5, c2w, K).flatten(1).all(1).tolist() == [True, False]
+    bad = dict(state)
+    del bad["anchor.K"]
+    with pytest.raises(ValueError, match="anchor"):
+        copy.load_state_dict(bad)
+
+
 def test_state_dict_round_trip():
     mem = filled()
     state = mem.state_dict()

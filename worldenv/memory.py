@@ -22,6 +22,9 @@ from worldenv.kernels.fuse import MAX_CAPACITY
 
 __all__ = ["MEMORY_UPDATES", "MemoryConfig", "SpatialMemory"]
 
+ANCHOR_DEPTH_TOL = 0.03
+"""Generated points nearer than the anchor's depth by more than this fraction are in its empty space."""
+
 MEMORY_UPDATES = ("holes", "all")
 """How generated frames enter the memory: only the warp's holes (:meth:`SpatialMemory.fuse_generated`) or every pixel."""
 
@@ -107,6 +110,7 @@ class SpatialMemory:
         )
         self.config = config
         self._map = PointMap.empty(config.batch_size, config.capacity, config.feature_dim, device)
+        self._anchor: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def from_config(cls, config: MemoryConfig, device: torch.device | str = "cpu") -> SpatialMemory:
@@ -116,6 +120,7 @@ class SpatialMemory:
         mem = cls.__new__(cls)
         mem.config = config
         mem._map = PointMap.empty(config.batch_size, config.capacity, config.feature_dim, device)
+        mem._anchor = None
         return mem
 
     # --- properties -----------------------------------------------------------
@@ -221,6 +226,81 @@ class SpatialMemory:
             batch_mask=mask,
         )
 
+    def set_anchor(
+        self,
+        depth: torch.Tensor,
+        c2w: torch.Tensor | np.ndarray,
+        K: torch.Tensor | np.ndarray,
+        mask: torch.Tensor | None = None,
+    ) -> None:
+        """Record each stream's ground-truth view (the reference) as its anchor.
+
+        The anchor's depth says which space is empty: everything between its
+        camera and its surfaces. :meth:`fuse_generated` keeps generated points
+        out of that space, so a generated frame can never put something in
+        front of what the reference saw (returning to the reference pose shows
+        the reference again). :meth:`reset` clears the anchors of the streams it resets.
+
+        Args:
+            depth: The anchor's camera z in metres, (B, H, W) float32/float64; 0 = unknown.
+            c2w: Its camera-to-world poses, (B, 4, 4).
+            K: Its pixel intrinsics, (B, 3, 3).
+            mask: Streams to set, (B,) bool; ``None`` sets all.
+        """
+        dims: dict[str, int] = {"B": self.batch_size}
+        check_tensor("depth", depth, ("B", "H", "W"), (torch.float32, torch.float64), self.device, dims)
+        c2w, K = self._pose_and_intrinsics(c2w, K, dims)
+        mask = self._stream_mask("mask", mask)
+        new = {
+            "depth": torch.nan_to_num(depth.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0),
+            "c2w": c2w.to(torch.float64),
+            "K": K.to(torch.float64),
+            "set": torch.ones(self.batch_size, dtype=torch.bool, device=self.device),
+        }
+        old = self._anchor
+        if mask is not None and old is not None and old["depth"].shape == new["depth"].shape:
+            new = {k: torch.where(mask.view(-1, *[1] * (v.dim() - 1)), v, old[k]) for k, v in new.items()}
+        elif mask is not None:
+            new["set"] = mask.clone()
+        self._anchor = {k: v.clone() for k, v in new.items()}
+
+    def anchor_free_space(
+        self, depth: torch.Tensor, c2w: torch.Tensor | np.ndarray, K: torch.Tensor | np.ndarray, tol: float = ANCHOR_DEPTH_TOL
+    ) -> torch.Tensor:
+        """Pixels of RGB-D views whose points lie in their stream's anchor's empty space, (B, H, W) bool.
+
+        A pixel's point is in the empty space when it projects inside the
+        anchor image, in front of the anchor's camera, and nearer than the
+        anchor's depth there by more than ``tol`` (relative). All false for
+        streams without an anchor.
+        """
+        dims: dict[str, int] = {"B": self.batch_size}
+        check_tensor("depth", depth, ("B", "H", "W"), (torch.float32, torch.float64), self.device, dims)
+        c2w, K = self._pose_and_intrinsics(c2w, K, dims)
+        B, H, W = depth.shape
+        a = self._anchor
+        if a is None:
+            return torch.zeros(B, H, W, dtype=torch.bool, device=self.device)
+        Ah, Aw = a["depth"].shape[1:]
+        d = depth.to(torch.float64)
+        K = K.to(torch.float64)
+        rows = torch.arange(H, dtype=torch.float64, device=self.device).view(1, H, 1)
+        cols = torch.arange(W, dtype=torch.float64, device=self.device).view(1, 1, W)
+        x = (cols - K[:, 0, 2].view(B, 1, 1)) / K[:, 0, 0].view(B, 1, 1) * d
+        y = (rows - K[:, 1, 2].view(B, 1, 1)) / K[:, 1, 1].view(B, 1, 1) * d
+        cam = torch.stack([x, y, d, torch.ones_like(d)], dim=-1).reshape(B, H * W, 4)
+        to_anchor = torch.linalg.inv(a["c2w"]) @ c2w.to(torch.float64)  # this camera -> anchor camera
+        q = cam @ to_anchor.transpose(1, 2)
+        z = q[..., 2]
+        safe = torch.where(z > 0, z, torch.ones_like(z))
+        u = torch.floor(a["K"][:, 0, 0, None] * q[..., 0] / safe + a["K"][:, 0, 2, None])
+        v = torch.floor(a["K"][:, 1, 1, None] * q[..., 1] / safe + a["K"][:, 1, 2, None])
+        inside = (z > 0) & (u >= 0) & (u < Aw) & (v >= 0) & (v < Ah)
+        idx = (v.clamp(0, Ah - 1) * Aw + u.clamp(0, Aw - 1)).long()
+        ad = torch.gather(a["depth"].reshape(B, -1).to(torch.float64), 1, idx)
+        free = inside & (ad > 0) & (z < ad * (1.0 - tol)) & (d.reshape(B, -1) > 0)
+        return (free & a["set"].view(B, 1)).reshape(B, H, W)
+
     def fuse_generated(
         self,
         rgb: torch.Tensor,
@@ -236,10 +316,11 @@ class SpatialMemory:
         model's frame shows it (the codec's blend copies the warp there), so
         those points keep their first observation: the reference view and the
         ground-truth frames are not overwritten by generated copies of
-        themselves, and small depth errors of generated frames do not leave
-        floaters in front of surfaces already seen. Only pixels the warp left
-        empty (``~warp_mask``: newly seen surfaces) become points. This is the
-        rule of ``WorldEnv``, ``worldenv eval fidelity`` and the student's
+        themselves. Only pixels the warp left empty (``~warp_mask``: newly seen
+        surfaces) become points, and of those none inside the anchor's empty
+        space (:meth:`set_anchor`), where a depth error of the model would
+        leave a floater in front of the reference. This is the rule of
+        ``WorldEnv``, ``worldenv eval fidelity`` and the student's
         self-forcing rollouts.
 
         Args:
@@ -247,7 +328,12 @@ class SpatialMemory:
             warp_mask: The validity mask :meth:`render` returned for this pose, (B, H, W) bool.
         """
         check_tensor("warp_mask", warp_mask, (self.batch_size, None, None), torch.bool, self.device)
-        self.fuse(rgb, depth, c2w, K, mask=mask, pixels=~warp_mask)
+        check_tensor("depth", depth, (self.batch_size, None, None), (torch.float32, torch.float64), self.device)
+        c2w, K = self._pose_and_intrinsics(c2w, K, {"B": self.batch_size})
+        keep = ~warp_mask
+        if self._anchor is not None:
+            keep = keep & ~self.anchor_free_space(depth, c2w, K)
+        self.fuse(rgb, depth, c2w, K, mask=mask, pixels=keep)
 
     @torch.no_grad()
     def render(
@@ -289,14 +375,23 @@ class SpatialMemory:
         )
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
-        """Forget everything, or only the streams where ``mask`` (B,) bool is true."""
-        self._map.reset(self._stream_mask("mask", mask))
+        """Forget everything (anchors included), or only the streams where ``mask`` (B,) bool is true."""
+        mask = self._stream_mask("mask", mask)
+        self._map.reset(mask)
+        if self._anchor is not None:
+            if mask is None:
+                self._anchor = None
+            else:
+                self._anchor["set"] &= ~mask
 
     # --- state ----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The storage as a dict of tensors (clones), for snapshots and checkpoints."""
-        return {k: v.clone() for k, v in self._map.tensors().items()}
+        """The storage as a dict of tensors (clones), for snapshots and checkpoints (``anchor.*``: the anchors)."""
+        state = {k: v.clone() for k, v in self._map.tensors().items()}
+        if self._anchor is not None:
+            state.update({f"anchor.{k}": v.clone() for k, v in self._anchor.items()})
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore a :meth:`state_dict` of a memory with the same configuration.
@@ -309,6 +404,16 @@ class SpatialMemory:
         """
         if not isinstance(state, dict):
             raise TypeError(f"Expect `state` to be a dict of tensors, actually: {type(state).__name__}")
+        anchor = {k[len("anchor.") :]: v for k, v in state.items() if k.startswith("anchor.")}
+        state = {k: v for k, v in state.items() if not k.startswith("anchor.")}
+        if anchor:
+            B = self.batch_size
+            shapes = {"depth": (B, None, None), "c2w": (B, 4, 4), "K": (B, 3, 3), "set": (B,)}
+            dtypes = {"depth": torch.float32, "c2w": torch.float64, "K": torch.float64, "set": torch.bool}
+            if set(anchor) != set(shapes):
+                raise ValueError(f"Expect anchor keys {sorted('anchor.' + k for k in shapes)}, actually: {sorted('anchor.' + k for k in anchor)}")
+            for k, v in anchor.items():
+                check_tensor(f"state['anchor.{k}']", v, shapes[k], dtypes[k])
         current = self._map.tensors()
         missing = sorted(set(current) - set(state))
         unexpected = sorted(set(state) - set(current))
@@ -322,10 +427,13 @@ class SpatialMemory:
         candidate = PointMap(**loaded)
         candidate.validate()
         self._map = candidate
+        self._anchor = {k: v.detach().to(self.device).clone() for k, v in anchor.items()} if anchor else None
 
     def to(self, device: torch.device | str) -> SpatialMemory:
         """Move the storage to ``device`` (in place) and return ``self``."""
         self._map = self._map.to(device)
+        if self._anchor is not None:
+            self._anchor = {k: v.to(device) for k, v in self._anchor.items()}
         return self
 
     def __repr__(self) -> str:

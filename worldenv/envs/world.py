@@ -121,7 +121,7 @@ class WorldConfig:
     depth: bool = False
     pose: bool = False
     max_episode_steps: int | None = None
-    memory_capacity: int = 2**17
+    memory_capacity: int = 2**19
     voxel_size: float = 0.02
     memory_update: str = "holes"
     collisions: bool = True
@@ -309,6 +309,7 @@ class World:
         K_t = torch.from_numpy(self.K).to(self.device)
         self.memory.reset(None if full else mt)
         self.memory.fuse(rgb_t, depth_t, c2w_t, K_t, None if full else mt)
+        self.memory.set_anchor(depth_t, c2w_t, K_t, None if full else mt)
         if self.model is not None:
             first = self.model.num_streams != B
             self.model.reset(rgb_t, depth_t, c2w_t, K_t, None if (full or first) else mt)

@@ -143,7 +143,7 @@ class WorldEnv(gym.Env[dict[str, np.ndarray], Any]):
         controls_options: dict[str, Any] | None = None,
         max_episode_steps: int | None = None,
         fov_deg: float = 90.0,
-        memory_capacity: int = 2**17,
+        memory_capacity: int = 2**19,
         voxel_size: float = 0.02,
         memory_update: str = "holes",
         collisions: bool = True,

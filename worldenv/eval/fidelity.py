@@ -95,7 +95,7 @@ class FidelityConfig:
     out: str = "outputs/fidelity"
     memory_update: str = "holes"
     voxel_size: float = 0.02
-    capacity: int = 2**18
+    capacity: int = 2**19
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -249,6 +249,7 @@ def evaluate_fidelity(cfg: FidelityConfig, model: Any = None) -> dict[str, Any]:
     mems = {name: SpatialMemory(B, capacity=cfg.capacity, voxel_size=cfg.voxel_size) for name in ("oracle", "reference", "warp", "model")}
     for mem in mems.values():
         mem.fuse(gt_rgb8[:, 0], gt_depth[:, 0], c2w[:, 0], K)
+    mems["model"].set_anchor(gt_depth[:, 0], c2w[:, 0], K)
     model.reset(gt_rgb8[:, 0], gt_depth[:, 0], c2w[:, 0], K)
     gen = torch.Generator().manual_seed(cfg.seed)
     per: dict[str, list[dict[str, Tensor]]] = {"model": [], "warp": [], "oracle_warp": []}

@@ -153,6 +153,7 @@ def rollout(student: WorldModel, batch: dict[str, Tensor], frames: int, exit_ste
     K = batch["K"]
     mem = SpatialMemory(B, capacity=2**18)
     mem.fuse(batch["ref_rgb"], batch["ref_depth"].float(), batch["ref_c2w"], K)
+    mem.set_anchor(batch["ref_depth"].float(), batch["ref_c2w"], K)
     student.reset(batch["ref_rgb"], batch["ref_depth"].float(), batch["ref_c2w"], K)
     warps = {"warp_rgb": [], "warp_depth": [], "warp_mask": []}
     x0s, xs, ts = [], [], []
