@@ -308,3 +308,52 @@ def test_native_matches_reference_where_voxels_are_wider_than_pixels(native):
     assert bool((ref.radius[ref.slot_key >= 0] == floor).float().mean() > 0.5)
     for name, t in ref.tensors().items():
         assert torch.equal(t, nat.tensors()[name]), name
+
+
+def _wall_view(H: int = 16, W: int = 16, depth: float = 2.0):
+    K = pinhole(W / 2, H, W, 1).float()
+    return torch.full((1, H, W), depth), torch.eye(4)[None], K
+
+
+def test_touch_sets_reference_bits_of_voxels_in_view_and_nothing_else():
+    from worldenv.kernels import touch
+
+    depth, c2w, K = _wall_view()
+    pm = PointMap.empty(1, 1024, 3)
+    fuse(pm, torch.rand(1, 16, 16, 3), depth, c2w, K, voxel_size=1e-3)
+    pm.ref.zero_()
+    before = {k: v.clone() for k, v in pm.tensors().items()}
+    half = depth.clone()
+    half[..., 8:] = 0  # only the left half is in view
+    touch(pm, half, c2w, K, voxel_size=1e-3)
+    after = pm.tensors()
+    for name in before:
+        if name != "ref":
+            assert torch.equal(after[name], before[name]), name
+    assert int(pm.ref.sum()) == 16 * 8
+    touch(pm, depth * 1.5, c2w, K, voxel_size=1e-3)  # a view of nothing in the map touches nothing
+    assert int(pm.ref.sum()) == 16 * 8
+
+
+@pytest.mark.parametrize("touched", [True, False])
+def test_touched_voxels_outlive_untouched_ones_under_the_clock(touched):
+    from worldenv.kernels import touch
+
+    depth, c2w, K = _wall_view()
+    left, right = depth.clone(), depth.clone()
+    left[..., 8:] = 0
+    right[..., :8] = 0
+    pm = PointMap.empty(1, 16 * 16, 3)  # exactly the two halves
+    feats = torch.rand(1, 16, 16, 3)
+    fuse(pm, feats, left, c2w, K, voxel_size=1e-3)  # frame 0: slots 0..127
+    fuse(pm, feats, right, c2w, K, voxel_size=1e-3)  # frame 1: slots 128..255, the map is full
+    far = torch.zeros_like(depth)
+    far[..., 0, :4] = 5.0
+    fuse(pm, feats, far, c2w, K, voxel_size=1e-3)  # 4 new voxels: the hand clears every bit, evicts 4 of frame 0
+    if touched:
+        touch(pm, left, c2w, K, voxel_size=1e-3)  # the left half is in view again
+    far2 = torch.zeros_like(depth)
+    far2[..., 1, :4] = 6.0
+    fuse(pm, feats, far2, c2w, K, voxel_size=1e-3)  # 4 more new voxels
+    kept = [int((pm.stamp[0] == f).sum()) for f in (0, 1)]
+    assert kept == ([124, 124] if touched else [120, 128])

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from worldenv._checks import check_positive, check_size, check_tensor
-from worldenv.kernels import DEFAULT_MAX_RADIUS_PX, DEFAULT_NEAR, DEFAULT_RADIUS_SCALE, PointMap, fuse, splat
+from worldenv.kernels import DEFAULT_MAX_RADIUS_PX, DEFAULT_NEAR, DEFAULT_RADIUS_SCALE, PointMap, fuse, splat, touch
 from worldenv.kernels.fuse import MAX_CAPACITY
 
 __all__ = ["MEMORY_UPDATES", "MemoryConfig", "SpatialMemory"]
@@ -319,7 +319,10 @@ class SpatialMemory:
         themselves. Only pixels the warp left empty (``~warp_mask``: newly seen
         surfaces) become points, and of those none inside the anchor's empty
         space (:meth:`set_anchor`), where a depth error of the model would
-        leave a floater in front of the reference. This is the rule of
+        leave a floater in front of the reference. The voxels behind the valid
+        pixels are marked as in view (:func:`~worldenv.kernels.touch`), so once
+        the memory is full the CLOCK evicts what has been out of view longest,
+        not the oldest points (the reference). This is the rule of
         ``WorldEnv``, ``worldenv eval fidelity`` and the student's
         self-forcing rollouts.
 
@@ -330,6 +333,9 @@ class SpatialMemory:
         check_tensor("warp_mask", warp_mask, (self.batch_size, None, None), torch.bool, self.device)
         check_tensor("depth", depth, (self.batch_size, None, None), (torch.float32, torch.float64), self.device)
         c2w, K = self._pose_and_intrinsics(c2w, K, {"B": self.batch_size})
+        depth = depth.to(torch.float32)
+        zero = torch.zeros((), dtype=depth.dtype, device=depth.device)
+        touch(self._map, torch.where(warp_mask, depth, zero), c2w, K, voxel_size=self.config.voxel_size, batch_mask=mask)
         keep = ~warp_mask
         if self._anchor is not None:
             keep = keep & ~self.anchor_free_space(depth, c2w, K)

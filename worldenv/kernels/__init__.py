@@ -14,13 +14,14 @@ Importing this package compiles and loads nothing.
 from __future__ import annotations
 
 from worldenv.kernels._backend import available_backends
-from worldenv.kernels.fuse import DEFAULT_RADIUS_SCALE, PointMap, fuse, fuse_reference
+from worldenv.kernels.fuse import DEFAULT_RADIUS_SCALE, PointMap, fuse, fuse_reference, touch
 from worldenv.kernels.splat import DEFAULT_MAX_RADIUS_PX, DEFAULT_NEAR, splat, splat_reference
 
 __all__ = [
     "splat",
     "splat_reference",
     "fuse",
+    "touch",
     "fuse_reference",
     "PointMap",
     "available_backends",

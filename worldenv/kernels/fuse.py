@@ -264,29 +264,12 @@ def fuse(
     dims: dict[str, int] = {"B": pointmap.batch_size, "C": pointmap.feature_dim}
     check_tensor("feats_img", feats_img, ("B", "H", "W", "C"), torch.float32, device, dims)
     check_size("feats_img", (dims["H"], dims["W"]))
-    check_tensor("depth", depth, ("B", "H", "W"), torch.float32, device, dims)
-    check_tensor("c2w", c2w, ("B", 4, 4), (torch.float32, torch.float64), device, dims)
-    check_tensor("K", K, ("B", 3, 3), (torch.float32, torch.float64), device, dims)
-    if batch_mask is not None:
-        check_tensor("batch_mask", batch_mask, ("B",), torch.bool, device, dims)
-    voxel_size = check_positive("voxel_size", voxel_size)
+    K64, pose, inv_voxel, mask = _checked_views(pointmap, depth, c2w, K, voxel_size, batch_mask, dims)
     radius_scale = check_positive("radius_scale", radius_scale, allow_zero=True)
-    # Per-camera values are few: checked and prepared in NumPy on the CPU.
-    K64 = check_pinhole("K", K)
-    pose = c2w.detach().to("cpu", torch.float64).numpy()
-    if not np.isfinite(pose).all():
-        raise ValueError("Expect `c2w` to be finite, actually: it contains NaN or inf")
-    # Keys use 1/voxel_size rounded to float32 (the same value in every backend).
-    inv_voxel = 1.0 / voxel_size
-    inv_voxel = float(np.float32(inv_voxel)) if inv_voxel < float(np.finfo(np.float32).max) else float("inf")
-    if not 0.0 < inv_voxel < float("inf"):
-        raise ValueError(f"Expect `voxel_size` to have a finite, non-zero float32 inverse, actually: {voxel_size}")
-
     radius_factor = (radius_scale / np.sqrt(K64[:, 0, 0] * K64[:, 1, 1])).astype(np.float32)
     # A point stands for its whole voxel: when the voxel is wider than the pixel footprint
     # (near surfaces) the disc covers the voxel, or the surface would render full of holes.
     min_radius = float(np.float32(radius_scale * voxel_size))
-    mask = torch.ones(pointmap.batch_size, dtype=torch.bool, device=device) if batch_mask is None else batch_mask
     args = (
         pointmap,
         feats_img.detach().contiguous(),
@@ -307,6 +290,81 @@ def fuse(
         fuse_reference(*args)
 
 
+def _checked_views(
+    pointmap: PointMap,
+    depth: torch.Tensor,
+    c2w: torch.Tensor,
+    K: torch.Tensor,
+    voxel_size: float,
+    batch_mask: torch.Tensor | None,
+    dims: dict[str, int],
+) -> tuple[np.ndarray, np.ndarray, float, torch.Tensor]:
+    """Validate one view per stream: ``(K float64, c2w float64, 1/voxel_size as float32, stream mask)``."""
+    device = pointmap.device
+    check_tensor("depth", depth, ("B", "H", "W"), torch.float32, device, dims)
+    check_tensor("c2w", c2w, ("B", 4, 4), (torch.float32, torch.float64), device, dims)
+    check_tensor("K", K, ("B", 3, 3), (torch.float32, torch.float64), device, dims)
+    if batch_mask is not None:
+        check_tensor("batch_mask", batch_mask, ("B",), torch.bool, device, dims)
+    voxel_size = check_positive("voxel_size", voxel_size)
+    # Per-camera values are few: checked and prepared in NumPy on the CPU.
+    K64 = check_pinhole("K", K)
+    pose = c2w.detach().to("cpu", torch.float64).numpy()
+    if not np.isfinite(pose).all():
+        raise ValueError("Expect `c2w` to be finite, actually: it contains NaN or inf")
+    # Keys use 1/voxel_size rounded to float32 (the same value in every backend).
+    inv_voxel = 1.0 / voxel_size
+    inv_voxel = float(np.float32(inv_voxel)) if inv_voxel < float(np.finfo(np.float32).max) else float("inf")
+    if not 0.0 < inv_voxel < float("inf"):
+        raise ValueError(f"Expect `voxel_size` to have a finite, non-zero float32 inverse, actually: {voxel_size}")
+    mask = torch.ones(pointmap.batch_size, dtype=torch.bool, device=device) if batch_mask is None else batch_mask
+    return K64, pose, inv_voxel, mask
+
+
+@torch.no_grad()
+def touch(
+    pointmap: PointMap,
+    depth: torch.Tensor,
+    c2w: torch.Tensor,
+    K: torch.Tensor,
+    *,
+    voxel_size: float,
+    batch_mask: torch.Tensor | None = None,
+) -> None:
+    """Mark the voxels a view shows as recently seen (CLOCK ``ref = 1``), changing nothing else.
+
+    Pixels are unprojected and keyed as :func:`fuse` does (rule 1 and 2); every
+    voxel already in the map that a pixel falls in gets its reference bit set,
+    so the CLOCK evicts it last. No point is written or added and the frame
+    counter does not advance. This is how a memory that keeps first
+    observations (``SpatialMemory.fuse_generated``) still tells the CLOCK what
+    is in view. Vectorised torch on any device.
+
+    Args:
+        pointmap: The maps, B streams (reference bits updated in place).
+        depth: Camera z in metres, (B, H, W) float32; 0 or non-finite = nothing.
+        c2w: Camera-to-world poses, (B, 4, 4) float32 or float64.
+        K: Pixel intrinsics, (B, 3, 3) float32 or float64.
+        voxel_size: The voxel edge the map was fused with.
+        batch_mask: Streams to touch, (B,) bool; ``None`` touches all.
+    """
+    if not isinstance(pointmap, PointMap):
+        raise TypeError(f"Expect `pointmap` to be a PointMap, actually: {type(pointmap).__name__}")
+    dims: dict[str, int] = {"B": pointmap.batch_size}
+    K64, pose, inv_voxel, mask = _checked_views(pointmap, depth, c2w, K, voxel_size, batch_mask, dims)
+    device, (B, H, W) = pointmap.device, depth.shape
+    K32 = torch.from_numpy(K64.astype(np.float32)).to(device)
+    T32 = torch.from_numpy(pose.astype(np.float32)).to(device)
+    jj = torch.arange(W, device=device, dtype=torch.float32).repeat(H)
+    ii = torch.arange(H, device=device, dtype=torch.float32).repeat_interleave(W)
+    d = depth.detach().reshape(B, -1)
+    keys = torch.stack([voxel_keys(_world_points(d[b], T32[b], K32[b], ii, jj), inv_voxel) for b in range(B)])
+    keys = torch.where(torch.isfinite(d) & (d > 0) & mask[:, None], keys, torch.full_like(keys, -1))
+    slots = _lookup_streams(pointmap.hash_keys, pointmap.hash_vals, keys)
+    b, s = torch.nonzero(slots >= 0, as_tuple=True)
+    pointmap.ref[b, slots[b, s]] = 1
+
+
 # --- reference ---------------------------------------------------------------
 
 
@@ -322,19 +380,26 @@ def _home_int(key: int, bits: int) -> int:
 
 def _lookup(table_keys: torch.Tensor, table_vals: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Slots of ``keys`` (M,) in one stream's table (T,), -1 where absent; vectorised probing."""
-    T = table_keys.shape[0]
+    return _lookup_streams(table_keys[None], table_vals[None], keys[None])[0]
+
+
+def _lookup_streams(table_keys: torch.Tensor, table_vals: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Slots of ``keys`` (B, M) in each stream's table (B, T), -1 where absent (and for keys < 0)."""
+    B, T = table_keys.shape
     bits = T.bit_length() - 1
-    pos = _home(keys, bits)
-    out = torch.full_like(keys, -1)
-    pending = torch.arange(keys.numel(), device=keys.device)
+    flat_keys, flat_vals = table_keys.reshape(-1), table_vals.reshape(-1)
+    base = (torch.arange(B, device=keys.device) * T)[:, None].expand_as(keys).reshape(-1)
+    want = keys.reshape(-1)
+    pos = _home(want.clamp_min(0), bits)
+    out = torch.full_like(want, -1)
+    pending = torch.nonzero(want >= 0).flatten()
     while pending.numel():
-        found = table_keys[pos[pending]]
-        hit = found == keys[pending]
-        out[pending[hit]] = table_vals[pos[pending[hit]]].long()
-        go = ~hit & (found != _EMPTY_KEY)
-        pending = pending[go]
+        found = flat_keys[base[pending] + pos[pending]]
+        hit = found == want[pending]
+        out[pending[hit]] = flat_vals[base[pending[hit]] + pos[pending[hit]]].long()
+        pending = pending[~hit & (found != _EMPTY_KEY)]
         pos[pending] = (pos[pending] + 1) & (T - 1)
-    return out
+    return out.reshape(B, -1)
 
 
 def _table_insert(keys: np.ndarray, vals: np.ndarray, key: int, val: int, bits: int) -> None:
@@ -377,6 +442,18 @@ def voxel_keys(xyz: torch.Tensor, inv_voxel: float) -> torch.Tensor:
     return torch.where(ok, key, torch.full_like(key, -2))
 
 
+def _world_points(d: torch.Tensor, T: torch.Tensor, K: torch.Tensor, ii: torch.Tensor, jj: torch.Tensor) -> torch.Tensor:
+    """World points (HW, 3) of one view's depths ``d`` (HW,), in the float32 steps of rule 1."""
+    fx, cx, fy, cy = K[0, 0], K[0, 2], K[1, 1], K[1, 2]
+    xc = (jj - cx) * torch.reciprocal(fx) * d
+    yc = (ii - cy) * torch.reciprocal(fy) * d
+    zc = d
+    xw = T[0, 0] * xc + T[0, 1] * yc + T[0, 2] * zc + T[0, 3]
+    yw = T[1, 0] * xc + T[1, 1] * yc + T[1, 2] * zc + T[1, 3]
+    zw = T[2, 0] * xc + T[2, 1] * yc + T[2, 2] * zc + T[2, 3]
+    return torch.stack([xw, yw, zw], -1)
+
+
 @torch.no_grad()
 def fuse_reference(
     pointmap: PointMap,
@@ -407,15 +484,7 @@ def fuse_reference(
     ii = torch.arange(H, device=device, dtype=torch.float32).repeat_interleave(W)  # (HW,) row
     for b in torch.nonzero(batch_mask).flatten().tolist():
         d = depth[b].reshape(-1)  # (HW,)
-        fx, cx, fy, cy = K[b, 0, 0], K[b, 0, 2], K[b, 1, 1], K[b, 1, 2]
-        xc = (jj - cx) * torch.reciprocal(fx) * d
-        yc = (ii - cy) * torch.reciprocal(fy) * d
-        zc = d
-        T = c2w[b]
-        xw = T[0, 0] * xc + T[0, 1] * yc + T[0, 2] * zc + T[0, 3]
-        yw = T[1, 0] * xc + T[1, 1] * yc + T[1, 2] * zc + T[1, 3]
-        zw = T[2, 0] * xc + T[2, 1] * yc + T[2, 2] * zc + T[2, 3]
-        pts = torch.stack([xw, yw, zw], -1)  # (HW, 3)
+        pts = _world_points(d, c2w[b], K[b], ii, jj)  # (HW, 3)
         rad = torch.clamp_min(radius_factor[b] * d, min_radius)
         key = voxel_keys(pts, inv_voxel)
         ok = torch.isfinite(d) & (d > 0) & (key >= 0)
