@@ -417,9 +417,67 @@ void fuse_binding(Array<float>& xyz, Array<float>& feats, Array<float>& radius,
   fuse_cpu(a);
 }
 
+// Touch: set the reference bit of every map voxel a valid pixel falls in
+// (the same unprojection and keys as fuse); nothing else is written.
+void touch_binding(Array<uint8_t>& ref, Array<int64_t>& hash_keys, Array<int32_t>& hash_vals,
+                   const Array<float>& depth, const Array<float>& c2w, const Array<float>& K,
+                   const Array<bool>& batch_mask, float inv_voxel) {
+  const char* k = "touch";
+  expect_shape(k, "ref", ref, {kAny, kAny});
+  const int64_t B = ref.shape(0), cap = ref.shape(1);
+  expect_shape(k, "hash_keys", hash_keys, {B, kAny});
+  const int64_t T = hash_keys.shape(1);
+  expect_shape(k, "hash_vals", hash_vals, {B, T});
+  expect_shape(k, "depth", depth, {B, kAny, kAny});
+  const int64_t H = depth.shape(1), W = depth.shape(2);
+  expect_shape(k, "c2w", c2w, {B, 4, 4});
+  expect_shape(k, "K", K, {B, 3, 3});
+  expect_shape(k, "batch_mask", batch_mask, {B});
+  if (cap < 1 || T < 2 * cap || (T & (T - 1)) != 0) {
+    throw std::invalid_argument("touch: Expect `hash_keys` to have a power-of-two size >= 2 * capacity (" +
+                                std::to_string(2 * cap) + "), actually: " + std::to_string(T));
+  }
+  if (!(inv_voxel > 0.0f) || !finite(inv_voxel)) {
+    throw std::invalid_argument("touch: Expect `inv_voxel` to be finite and positive");
+  }
+  int bits = 0;
+  while ((int64_t(1) << bits) < T) ++bits;
+  const std::vector<float> no_radius(size_t(B), 0.0f);
+  FuseArgs a{nullptr, nullptr, nullptr, nullptr, writable(ref), nullptr, writable(hash_keys),
+             writable(hash_vals), nullptr, nullptr, nullptr, nullptr, depth.data(), c2w.data(), K.data(),
+             no_radius.data(), batch_mask.data(), B, cap, 1, T, H, W, bits, inv_voxel, 0.0f};
+  py::gil_scoped_release nogil;
+  std::vector<int64_t> streams;
+  for (int64_t b = 0; b < B; ++b) {
+    if (a.active[b]) streams.push_back(b);
+  }
+  if (streams.empty() || H * W == 0) return;
+  const int64_t HW = H * W;
+  std::vector<Pixel> px(streams.size() * size_t(HW));
+  unproject_and_lookup(a, streams, px.data());
+  const Pixel* pixels = px.data();
+  const int64_t ns = int64_t(streams.size());
+#pragma omp parallel for schedule(static) if (ns * HW >= kParallelPixels)
+  for (int64_t i = 0; i < ns; ++i) {
+    uint8_t* r = a.ref + streams[size_t(i)] * cap;
+    const Pixel* q = pixels + i * HW;
+    for (int64_t p = 0; p < HW; ++p) {
+      if (q[p].slot >= 0) r[q[p].slot] = 1;
+    }
+  }
+}
+
 }  // namespace
 
 void bind_fuse(py::module_& m) {
+  m.def("touch", &touch_binding, py::arg("ref").noconvert(), py::arg("hash_keys").noconvert(),
+        py::arg("hash_vals").noconvert(), py::arg("depth").noconvert(), py::arg("c2w").noconvert(),
+        py::arg("K").noconvert(), py::arg("batch_mask").noconvert(), py::arg("inv_voxel"),
+        R"doc(Set ref = 1 for the map voxels that valid pixels of one view per stream fall in.
+
+ref (B, cap) u8 (modified in place), hash_keys (B, T) i64, hash_vals (B, T)
+i32, depth (B, H, W) f32, c2w (B, 4, 4) f32, K (B, 3, 3) f32, batch_mask (B,)
+bool. Keys as worldenv.kernels.fuse; nothing else is written.)doc");
   m.def("fuse", &fuse_binding, py::arg("xyz").noconvert(), py::arg("feats").noconvert(),
         py::arg("radius").noconvert(), py::arg("stamp").noconvert(), py::arg("ref").noconvert(),
         py::arg("slot_key").noconvert(), py::arg("hash_keys").noconvert(),

@@ -357,3 +357,24 @@ def test_touched_voxels_outlive_untouched_ones_under_the_clock(touched):
     fuse(pm, feats, far2, c2w, K, voxel_size=1e-3)  # 4 more new voxels
     kept = [int((pm.stamp[0] == f).sum()) for f in (0, 1)]
     assert kept == ([124, 124] if touched else [120, 128])
+
+
+@pytest.mark.skipif("native" not in _backend.available_backends(), reason="needs the native extension")
+def test_touch_native_matches_reference():
+    from worldenv.kernels import touch
+
+    assert hasattr(_backend.load_native(), "touch"), "the extension is older than the sources: rebuild it"
+    frames = random_frames(7, 4, B=3)
+    pm = PointMap.empty(3, 200, 3)  # small: the map fills and evicts
+    for rgb, depth, c2w, K in frames[:3]:
+        fuse(pm, rgb, depth, c2w, K, voxel_size=0.05)
+    pm.ref.zero_()
+    other = PointMap(**{k: v.clone() for k, v in pm.tensors().items()})
+    _, depth, c2w, K = frames[3]
+    depth = depth.clone()
+    depth[0, 0, 0] = float("nan")
+    mask = torch.tensor([True, False, True])
+    touch(pm, depth, c2w, K, voxel_size=0.05, batch_mask=mask, backend="native")
+    touch(other, depth, c2w, K, voxel_size=0.05, batch_mask=mask, backend="reference")
+    assert torch.equal(pm.ref, other.ref)
+    assert int(pm.ref[0].sum()) > 0 and int(pm.ref[1].sum()) == 0

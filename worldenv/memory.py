@@ -265,41 +265,50 @@ class SpatialMemory:
         self._anchor = {k: v.clone() for k, v in new.items()}
 
     def anchor_free_space(
-        self, depth: torch.Tensor, c2w: torch.Tensor | np.ndarray, K: torch.Tensor | np.ndarray, tol: float = ANCHOR_DEPTH_TOL
+        self,
+        depth: torch.Tensor,
+        c2w: torch.Tensor | np.ndarray,
+        K: torch.Tensor | np.ndarray,
+        pixels: torch.Tensor | None = None,
+        tol: float = ANCHOR_DEPTH_TOL,
     ) -> torch.Tensor:
         """Pixels of RGB-D views whose points lie in their stream's anchor's empty space, (B, H, W) bool.
 
         A pixel's point is in the empty space when it projects inside the
         anchor image, in front of the anchor's camera, and nearer than the
         anchor's depth there by more than ``tol`` (relative). All false for
-        streams without an anchor.
+        streams without an anchor, and outside ``pixels`` (B, H, W) bool when given.
         """
         dims: dict[str, int] = {"B": self.batch_size}
         check_tensor("depth", depth, ("B", "H", "W"), (torch.float32, torch.float64), self.device, dims)
         c2w, K = self._pose_and_intrinsics(c2w, K, dims)
-        B, H, W = depth.shape
+        if pixels is not None:
+            check_tensor("pixels", pixels, ("B", "H", "W"), torch.bool, self.device, dims)
+        out = torch.zeros(depth.shape, dtype=torch.bool, device=self.device)
         a = self._anchor
         if a is None:
-            return torch.zeros(B, H, W, dtype=torch.bool, device=self.device)
-        Ah, Aw = a["depth"].shape[1:]
-        d = depth.to(torch.float64)
-        K = K.to(torch.float64)
-        rows = torch.arange(H, dtype=torch.float64, device=self.device).view(1, H, 1)
-        cols = torch.arange(W, dtype=torch.float64, device=self.device).view(1, 1, W)
-        x = (cols - K[:, 0, 2].view(B, 1, 1)) / K[:, 0, 0].view(B, 1, 1) * d
-        y = (rows - K[:, 1, 2].view(B, 1, 1)) / K[:, 1, 1].view(B, 1, 1) * d
-        cam = torch.stack([x, y, d, torch.ones_like(d)], dim=-1).reshape(B, H * W, 4)
-        to_anchor = torch.linalg.inv(a["c2w"]) @ c2w.to(torch.float64)  # this camera -> anchor camera
-        q = cam @ to_anchor.transpose(1, 2)
-        z = q[..., 2]
+            return out
+        todo = (depth > 0) & torch.isfinite(depth) & a["set"].view(-1, 1, 1)
+        if pixels is not None:
+            todo &= pixels
+        b, i, j = torch.nonzero(todo, as_tuple=True)  # only these pixels are projected
+        if b.numel() == 0:
+            return out
+        d = depth[b, i, j].to(torch.float64)
+        Kp = K.to(torch.float64)[b]
+        cam = torch.stack([(j - Kp[:, 0, 2]) / Kp[:, 0, 0] * d, (i - Kp[:, 1, 2]) / Kp[:, 1, 1] * d, d, torch.ones_like(d)], -1)
+        to_anchor = (torch.linalg.inv(a["c2w"]) @ c2w.to(torch.float64))[b]  # this camera -> anchor camera
+        q = (to_anchor @ cam[..., None])[..., 0]
+        z = q[:, 2]
         safe = torch.where(z > 0, z, torch.ones_like(z))
-        u = torch.floor(a["K"][:, 0, 0, None] * q[..., 0] / safe + a["K"][:, 0, 2, None])
-        v = torch.floor(a["K"][:, 1, 1, None] * q[..., 1] / safe + a["K"][:, 1, 2, None])
+        aK = a["K"][b]
+        u = torch.floor(aK[:, 0, 0] * q[:, 0] / safe + aK[:, 0, 2])
+        v = torch.floor(aK[:, 1, 1] * q[:, 1] / safe + aK[:, 1, 2])
+        Ah, Aw = a["depth"].shape[1:]
         inside = (z > 0) & (u >= 0) & (u < Aw) & (v >= 0) & (v < Ah)
-        idx = (v.clamp(0, Ah - 1) * Aw + u.clamp(0, Aw - 1)).long()
-        ad = torch.gather(a["depth"].reshape(B, -1).to(torch.float64), 1, idx)
-        free = inside & (ad > 0) & (z < ad * (1.0 - tol)) & (d.reshape(B, -1) > 0)
-        return (free & a["set"].view(B, 1)).reshape(B, H, W)
+        ad = a["depth"][b, v.clamp(0, Ah - 1).long(), u.clamp(0, Aw - 1).long()].to(torch.float64)
+        out[b, i, j] = inside & (ad > 0) & (z < ad * (1.0 - tol))
+        return out
 
     def fuse_generated(
         self,
@@ -338,7 +347,7 @@ class SpatialMemory:
         touch(self._map, torch.where(warp_mask, depth, zero), c2w, K, voxel_size=self.config.voxel_size, batch_mask=mask)
         keep = ~warp_mask
         if self._anchor is not None:
-            keep = keep & ~self.anchor_free_space(depth, c2w, K)
+            keep = keep & ~self.anchor_free_space(depth, c2w, K, pixels=keep)
         self.fuse(rgb, depth, c2w, K, mask=mask, pixels=keep)
 
     @torch.no_grad()

@@ -330,6 +330,7 @@ def touch(
     *,
     voxel_size: float,
     batch_mask: torch.Tensor | None = None,
+    backend: str | None = None,
 ) -> None:
     """Mark the voxels a view shows as recently seen (CLOCK ``ref = 1``), changing nothing else.
 
@@ -338,7 +339,7 @@ def touch(
     so the CLOCK evicts it last. No point is written or added and the frame
     counter does not advance. This is how a memory that keeps first
     observations (``SpatialMemory.fuse_generated``) still tells the CLOCK what
-    is in view. Vectorised torch on any device.
+    is in view.
 
     Args:
         pointmap: The maps, B streams (reference bits updated in place).
@@ -347,19 +348,42 @@ def touch(
         K: Pixel intrinsics, (B, 3, 3) float32 or float64.
         voxel_size: The voxel edge the map was fused with.
         batch_mask: Streams to touch, (B,) bool; ``None`` touches all.
+        backend: ``"reference"`` (torch, any device) or ``"native"`` (C++); ``None`` picks
+            native on CPU and the reference elsewhere.
     """
     if not isinstance(pointmap, PointMap):
         raise TypeError(f"Expect `pointmap` to be a PointMap, actually: {type(pointmap).__name__}")
     dims: dict[str, int] = {"B": pointmap.batch_size}
     K64, pose, inv_voxel, mask = _checked_views(pointmap, depth, c2w, K, voxel_size, batch_mask, dims)
-    device, (B, H, W) = pointmap.device, depth.shape
-    K32 = torch.from_numpy(K64.astype(np.float32)).to(device)
-    T32 = torch.from_numpy(pose.astype(np.float32)).to(device)
+    device = pointmap.device
+    args = (
+        pointmap,
+        depth.detach().contiguous(),
+        torch.from_numpy(pose.astype(np.float32)).to(device),
+        torch.from_numpy(K64.astype(np.float32)).to(device),
+        inv_voxel,
+        mask.contiguous(),
+    )
+    native = load_native() if select_backend("touch", device, backend) == "native" else None
+    if native is not None and hasattr(native, "touch"):
+        pm, d, T, Kf, _, m = args
+        native.touch(pm.ref.numpy(), pm.hash_keys.numpy(), pm.hash_vals.numpy(), d.numpy(), T.numpy(), Kf.numpy(), m.numpy(), inv_voxel)
+    else:
+        touch_reference(*args)
+
+
+@torch.no_grad()
+def touch_reference(
+    pointmap: PointMap, depth: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, inv_voxel: float, batch_mask: torch.Tensor
+) -> None:
+    """Pure-torch :func:`touch` (vectorised, any device); arguments already validated, float32 c2w and K."""
+    B, H, W = depth.shape
+    device = depth.device
     jj = torch.arange(W, device=device, dtype=torch.float32).repeat(H)
     ii = torch.arange(H, device=device, dtype=torch.float32).repeat_interleave(W)
-    d = depth.detach().reshape(B, -1)
-    keys = torch.stack([voxel_keys(_world_points(d[b], T32[b], K32[b], ii, jj), inv_voxel) for b in range(B)])
-    keys = torch.where(torch.isfinite(d) & (d > 0) & mask[:, None], keys, torch.full_like(keys, -1))
+    d = depth.reshape(B, -1)
+    keys = torch.stack([voxel_keys(_world_points(d[b], c2w[b], K[b], ii, jj), inv_voxel) for b in range(B)])
+    keys = torch.where(torch.isfinite(d) & (d > 0) & batch_mask[:, None], keys, torch.full_like(keys, -1))
     slots = _lookup_streams(pointmap.hash_keys, pointmap.hash_vals, keys)
     b, s = torch.nonzero(slots >= 0, as_tuple=True)
     pointmap.ref[b, slots[b, s]] = 1
