@@ -70,6 +70,28 @@ def test_oracle_model_scores_perfectly_and_beats_warp(tmp_path):
     assert (tmp_path / "fidelity.png").stat().st_size > 1000
 
 
+class FloaterDouble(OracleDouble):
+    """Copies the warp where it is valid; fills holes with black at half the true depth (floaters)."""
+
+    def step(self, warp_rgb, warp_depth, warp_mask, c2w, generator=None):
+        _, depth = super().step(warp_rgb, warp_depth, warp_mask, c2w)
+        m = warp_mask[..., None]
+        return torch.where(m, warp_rgb, torch.zeros_like(warp_rgb)), torch.where(warp_mask, warp_depth, 0.5 * depth)
+
+
+@pytest.mark.timeout(120)
+def test_memory_update_holes_keeps_floaters_out_of_the_loop(tmp_path):
+    seeds, kinds = (HELDOUT_SEED_START + 1,), ("loop",)
+    loops = {}
+    for rule in ("holes", "all"):
+        cfg = FidelityConfig(seeds=seeds, kinds=kinds, steps=24, out=str(tmp_path / rule), memory_update=rule)
+        loops[rule] = evaluate_fidelity(cfg, model=FloaterDouble(seeds, kinds, 128))["summary"]["loop_closure_psnr"]
+    # Fused everywhere, the floaters end up in front of the start view; the anchor keeps them out.
+    assert loops["holes"] > loops["all"] + 3, loops
+    with pytest.raises(ValueError, match="memory_update"):
+        FidelityConfig(seeds=seeds, memory_update="never")
+
+
 def test_rejects_training_seeds():
     with pytest.raises(ValueError, match="held-out"):
         FidelityConfig(seeds=(3,))
