@@ -299,7 +299,7 @@ def evaluate_fidelity(cfg: FidelityConfig, model: Any = None) -> dict[str, Any]:
     summary["wall_s"] = time.time() - t0
     result = {
         "summary": summary,
-        "curves": {dyn: {k: np.nanmean(v, 0).tolist() for k, v in c.items()} for dyn, c in curves.items()},
+        "curves": {dyn: {k: _step_means(v).tolist() for k, v in c.items()} for dyn, c in curves.items()},
         "hole_frac_curve": holes.mean(0).tolist(),
         "trajectories": [{"seed": t["seed"], "kind": t["kind"]} for t in trajs],
         "config": asdict(cfg),
@@ -319,6 +319,13 @@ def _jsonable(x: Any) -> Any:
 
 def _mean(x: np.ndarray) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+
+def _step_means(v: np.ndarray) -> np.ndarray:
+    """``np.nanmean(v, 0)`` of (B, S) values without its warning: NaN at steps where every value is NaN."""
+    ok = ~np.isnan(v)
+    n = ok.sum(0)
+    return np.where(n > 0, np.where(ok, v, 0.0).sum(0) / np.maximum(n, 1), np.nan)
 
 
 def summarize(curves: dict[str, dict[str, np.ndarray]], holes: np.ndarray, loop_psnr: list[float], hole_frac: float) -> dict[str, Any]:
