@@ -91,6 +91,8 @@ def test_fuse_generated_keeps_what_the_memory_had_and_fills_its_holes():
     assert not torch.equal(every.render(c2w, K, (H, W))[0][seen], before_rgb[seen])
     with pytest.raises(ValueError, match="warp_mask"):
         mem.fuse_generated(gen_rgb, gen_depth, c2w, K, warp_mask[0])
+    with pytest.raises(ValueError, match="Expect `update` to be one of"):
+        mem.fuse_generated(gen_rgb, gen_depth, c2w, K, warp_mask, update="never")
 
 
 def wall(depth_m: float = 2.0, B: int = 1):

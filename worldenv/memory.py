@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from worldenv._checks import check_positive, check_size, check_tensor
+from worldenv.geometry import invert_se3, project
 from worldenv.kernels import DEFAULT_MAX_RADIUS_PX, DEFAULT_NEAR, DEFAULT_RADIUS_SCALE, PointMap, fuse, splat, touch
 from worldenv.kernels.fuse import MAX_CAPACITY
 
@@ -164,6 +165,11 @@ class SpatialMemory:
         check_tensor("K", K, ("B", 3, 3), (torch.float32, torch.float64), self.device, dims)
         return c2w, K
 
+    def _depth_view(self, depth: object, c2w: object, K: object, dims: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # One depth map per stream and its camera: checked, poses as tensors.
+        check_tensor("depth", depth, ("B", "H", "W"), (torch.float32, torch.float64), self.device, dims)
+        return self._pose_and_intrinsics(c2w, K, dims)
+
     def _stream_mask(self, name: str, mask: object) -> torch.Tensor | None:
         if mask is None:
             return None
@@ -201,9 +207,8 @@ class SpatialMemory:
         """
         dims: dict[str, int] = {"B": self.batch_size, "C": self.config.feature_dim}
         check_tensor("rgb", rgb, ("B", "H", "W", "C"), (torch.uint8, torch.float32, torch.float64), self.device, dims)
-        check_tensor("depth", depth, ("B", "H", "W"), (torch.float32, torch.float64), self.device, dims)
+        c2w, K = self._depth_view(depth, c2w, K, dims)
         check_size("rgb", (dims["H"], dims["W"]))
-        c2w, K = self._pose_and_intrinsics(c2w, K, dims)
         mask = self._stream_mask("mask", mask)
         depth = depth.to(torch.float32)
         if pixels is not None:
@@ -248,8 +253,7 @@ class SpatialMemory:
             mask: Streams to set, (B,) bool; ``None`` sets all.
         """
         dims: dict[str, int] = {"B": self.batch_size}
-        check_tensor("depth", depth, ("B", "H", "W"), (torch.float32, torch.float64), self.device, dims)
-        c2w, K = self._pose_and_intrinsics(c2w, K, dims)
+        c2w, K = self._depth_view(depth, c2w, K, dims)
         mask = self._stream_mask("mask", mask)
         new = {
             "depth": torch.nan_to_num(depth.to(torch.float32), nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0),
@@ -280,8 +284,7 @@ class SpatialMemory:
         streams without an anchor, and outside ``pixels`` (B, H, W) bool when given.
         """
         dims: dict[str, int] = {"B": self.batch_size}
-        check_tensor("depth", depth, ("B", "H", "W"), (torch.float32, torch.float64), self.device, dims)
-        c2w, K = self._pose_and_intrinsics(c2w, K, dims)
+        c2w, K = self._depth_view(depth, c2w, K, dims)
         if pixels is not None:
             check_tensor("pixels", pixels, ("B", "H", "W"), torch.bool, self.device, dims)
         out = torch.zeros(depth.shape, dtype=torch.bool, device=self.device)
@@ -294,18 +297,18 @@ class SpatialMemory:
         b, i, j = torch.nonzero(todo, as_tuple=True)  # only these pixels are projected
         if b.numel() == 0:
             return out
-        d = depth[b, i, j].to(torch.float64)
-        Kp = K.to(torch.float64)[b]
-        cam = torch.stack([(j - Kp[:, 0, 2]) / Kp[:, 0, 0] * d, (i - Kp[:, 1, 2]) / Kp[:, 1, 1] * d, d, torch.ones_like(d)], -1)
-        to_anchor = (torch.linalg.inv(a["c2w"]) @ c2w.to(torch.float64))[b]  # this camera -> anchor camera
-        q = (to_anchor @ cam[..., None])[..., 0]
-        z = q[:, 2]
-        safe = torch.where(z > 0, z, torch.ones_like(z))
-        aK = a["K"][b]
-        u = torch.floor(aK[:, 0, 0] * q[:, 0] / safe + aK[:, 0, 2])
-        v = torch.floor(aK[:, 1, 1] * q[:, 1] / safe + aK[:, 1, 2])
+        # Lift only these pixels (a whole-frame geometry.unproject would be ~12x the work for the holes).
+        d, Kp = depth[b, i, j].to(torch.float64), K.to(torch.float64)[b]
+        y = (i - Kp[:, 1, 2]) / Kp[:, 1, 1]
+        x = (j - Kp[:, 0, 2] - Kp[:, 0, 1] * y) / Kp[:, 0, 0]
+        cam = torch.stack([x * d, y * d, d], dim=-1)[:, None]  # (M, 1, 3)
+        to_anchor = (invert_se3(a["c2w"]) @ c2w.to(torch.float64))[b]  # this camera -> anchor camera
+        uv, z = project(cam, a["K"][b], to_anchor)  # one camera per point
+        front = z[:, 0] > 0
+        uv = torch.where(front[:, None], uv[:, 0], torch.zeros_like(uv[:, 0])).floor()
+        u, v, z = uv[:, 0], uv[:, 1], z[:, 0]
         Ah, Aw = a["depth"].shape[1:]
-        inside = (z > 0) & (u >= 0) & (u < Aw) & (v >= 0) & (v < Ah)
+        inside = front & (u >= 0) & (u < Aw) & (v >= 0) & (v < Ah)
         ad = a["depth"][b, v.clamp(0, Ah - 1).long(), u.clamp(0, Aw - 1).long()].to(torch.float64)
         out[b, i, j] = inside & (ad > 0) & (z < ad * (1.0 - tol))
         return out
@@ -318,6 +321,7 @@ class SpatialMemory:
         K: torch.Tensor | np.ndarray,
         warp_mask: torch.Tensor,
         mask: torch.Tensor | None = None,
+        update: str = "holes",
     ) -> None:
         """Fuse frames the world model generated from this memory's warp: only its holes.
 
@@ -338,10 +342,16 @@ class SpatialMemory:
         Args:
             rgb, depth, c2w, K, mask: As :meth:`fuse`.
             warp_mask: The validity mask :meth:`render` returned for this pose, (B, H, W) bool.
+            update: ``"holes"`` (the rule above) or ``"all"``: a plain :meth:`fuse` of every pixel.
         """
-        check_tensor("warp_mask", warp_mask, (self.batch_size, None, None), torch.bool, self.device)
-        check_tensor("depth", depth, (self.batch_size, None, None), (torch.float32, torch.float64), self.device)
-        c2w, K = self._pose_and_intrinsics(c2w, K, {"B": self.batch_size})
+        if update not in MEMORY_UPDATES:
+            raise ValueError(f"Expect `update` to be one of {MEMORY_UPDATES}, actually: {update!r}")
+        if update == "all":
+            self.fuse(rgb, depth, c2w, K, mask=mask)
+            return
+        dims: dict[str, int] = {"B": self.batch_size}
+        c2w, K = self._depth_view(depth, c2w, K, dims)
+        check_tensor("warp_mask", warp_mask, ("B", "H", "W"), torch.bool, self.device, dims)
         depth = depth.to(torch.float32)
         zero = torch.zeros((), dtype=depth.dtype, device=depth.device)
         touch(self._map, torch.where(warp_mask, depth, zero), c2w, K, voxel_size=self.config.voxel_size, batch_mask=mask)

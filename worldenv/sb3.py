@@ -22,6 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
 
 try:
     from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
@@ -130,7 +133,8 @@ class NavEncoder(BaseFeaturesExtractor):
     a small MLP, next to a compact image embedding.
 
     * images (``uint8`` ``(H, W, C)`` boxes: ``rgb``, ``imagegoal``): average-pooled
-      by ``pool`` (less where the side would drop below 36 pixels), then 3 conv layers and a linear layer to ``cnn_features``;
+      by ``pool`` (less where the side would drop below 36 pixels), then 3 conv
+      layers and a linear layer to ``cnn_features``;
     * ``pointgoal``: ``(d, cos a, sin a)`` and a 32-unit ReLU layer on it;
     * anything else (``depth`` is an image too; ``pose``): flattened.
 
@@ -138,16 +142,12 @@ class NavEncoder(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: Any, cnn_features: int = 128, pool: int = 2) -> None:
-        import torch
-        from gymnasium import spaces
-        from torch import nn
-
         if not isinstance(observation_space, spaces.Dict):
             raise TypeError(f"Expect `observation_space` to be a Dict space, actually: {type(observation_space).__name__}")
         if cnn_features < 1 or pool < 1:
             raise ValueError(f"Expect `cnn_features` >= 1 and `pool` >= 1, actually: {cnn_features}, {pool}")
         encoders: dict[str, nn.Module] = {}
-        self._channels_last: dict[str, bool] = {}
+        channels_last: dict[str, bool] = {}
         total = 0
         for key, space in observation_space.spaces.items():
             shape = tuple(space.shape or ())
@@ -171,7 +171,7 @@ class NavEncoder(BaseFeaturesExtractor):
                 with torch.no_grad():
                     n = cnn(torch.zeros(1, c, h, w)).shape[1]
                 encoders[key] = nn.Sequential(cnn, nn.Linear(n, cnn_features), nn.ReLU())
-                self._channels_last[key] = last
+                channels_last[key] = last
                 total += cnn_features
             elif key == "pointgoal":
                 encoders[key] = nn.Sequential(nn.Linear(3, 32), nn.ReLU())
@@ -180,11 +180,10 @@ class NavEncoder(BaseFeaturesExtractor):
                 total += int(np.prod(shape))
         super().__init__(observation_space, features_dim=total)
         self.encoders = nn.ModuleDict(encoders)
+        self._channels_last = channels_last
         self._keys = list(observation_space.spaces)
 
-    def forward(self, observations: dict[str, Any]) -> Any:
-        import torch
-
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = []
         for key in self._keys:
             x = observations[key].float()

@@ -481,10 +481,7 @@ class World:
         rgb, depth = self.model.step(w_rgb, w_depth, w_mask, c2w_t, self.generator)  # (B, H, W, 3), (B, H, W)
         tm["model"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        if c.memory_update == "holes":
-            self.memory.fuse_generated(rgb, depth, c2w_t, K_t, w_mask)
-        else:
-            self.memory.fuse(rgb, depth, c2w_t, K_t)
+        self.memory.fuse_generated(rgb, depth, c2w_t, K_t, w_mask, update=c.memory_update)
         self.frames[:] = _to_uint8(rgb)
         self.depths[:] = depth.cpu().numpy()
         tm["fuse"] = (time.perf_counter() - t) * 1e3

@@ -275,10 +275,7 @@ def evaluate_fidelity(cfg: FidelityConfig, model: Any = None) -> dict[str, Any]:
         hole_frac.append(1.0 - w_mask.flatten(1).float().mean(1))
         mems["oracle"].fuse(gt_rgb8[:, i], gt_depth[:, i], pose, K)
         mems["warp"].fuse(w_rgb, w_depth, pose, K)
-        if cfg.memory_update == "holes":
-            mems["model"].fuse_generated(m_rgb, m_depth, pose, K, m_mask_w)
-        else:
-            mems["model"].fuse(m_rgb, m_depth, pose, K)
+        mems["model"].fuse_generated(m_rgb, m_depth, pose, K, m_mask_w, update=cfg.memory_update)
         last_model_rgb = m_rgb
     assert last_model_rgb is not None
     curves = {

@@ -364,8 +364,9 @@ def touch(
         inv_voxel,
         mask.contiguous(),
     )
-    native = load_native() if select_backend("touch", device, backend) == "native" else None
-    if native is not None and hasattr(native, "touch"):
+    if select_backend("touch", device, backend) == "native":
+        native = load_native()
+        assert native is not None, "select_backend returned native without the extension"
         pm, d, T, Kf, _, m = args
         native.touch(pm.ref.numpy(), pm.hash_keys.numpy(), pm.hash_vals.numpy(), d.numpy(), T.numpy(), Kf.numpy(), m.numpy(), inv_voxel)
     else:
