@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldenv.eval.fidelity import FidelityConfig, evaluate_fidelity, frame_metrics
+from worldenv.eval.fidelity import FidelityConfig, evaluate_fidelity, frame_metrics, summarize
 from worldenv.train.data import HELDOUT_SEED_START
 
 
@@ -31,6 +31,23 @@ def test_identical_frames_are_perfect_and_holes_cost():
     assert (h["psnr_seen"] >= 99).all() and (h["psnr_unseen"] < 12).all()
     torch.testing.assert_close(h["absrel_unseen"], torch.ones(2))  # unknown depth is a full error
     torch.testing.assert_close(m["seen_frac"], torch.full((2,), 0.5))
+
+
+def test_drift_is_first_minus_last_window_for_model_and_ceiling():
+    S = 200
+    steps = np.arange(S, dtype=np.float64)
+    names = ("psnr", "psnr_unseen", "ssim", "ssim_seen", "ssim_unseen", "absrel", "absrel_seen", "absrel_unseen", "seen_frac")
+    model = {k: np.full((3, S), 0.5) for k in names}
+    model["psnr_seen"] = np.tile(20.0 - 0.02 * steps, (3, 1))
+    model["psnr_seen"][0, [10, 39]] = np.nan  # steps with no seen pixel are skipped (symmetric: same mean)
+    warp = {k: v.copy() for k, v in model.items()}
+    ceiling = {"psnr_seen": np.tile(30.0 - 0.01 * steps, (3, 1))}
+    s = summarize({"model": model, "warp": warp, "oracle_warp": ceiling}, np.zeros((3, S)), [], 0.1)
+    assert s["drift_window_steps"] == 50
+    assert s["psnr_drift_db"] == pytest.approx(0.02 * 150)  # the windows' centres are 150 steps apart
+    assert s["oracle_warp_psnr_drift_db"] == pytest.approx(0.01 * 150)
+    no_ceiling = summarize({"model": model, "warp": warp}, np.zeros((3, S)), [], 0.1)
+    assert "oracle_warp_psnr_drift_db" not in no_ceiling
 
 
 class OracleDouble:

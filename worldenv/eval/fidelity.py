@@ -24,7 +24,9 @@ about one valid pixel in four. Two more splits are reported by PSNR:
   how close its invention was to the scene, not whether it kept it.
 
 The oracle memory's own warp on the seen pixels (``oracle_warp_psnr_seen``) is
-the point-splat ceiling: what re-rendering perfect observations gives.
+the point-splat ceiling: what re-rendering perfect observations gives. Its
+drift (``oracle_warp_psnr_drift_db``, the same windows) is what the
+trajectories alone cause: early steps show more of the reference view.
 
 Summary numbers:
 
@@ -342,6 +344,11 @@ def summarize(curves: dict[str, dict[str, np.ndarray]], holes: np.ndarray, loop_
         for k in ("psnr_seen", *extra):
             s["oracle_warp_" + k] = _mean(curves["oracle_warp"][k])
     s["psnr_drift_db"] = _mean(early) - _mean(late)
+    if "oracle_warp" in curves:
+        # The same difference for the ceiling: how much of the drift the trajectories alone cause
+        # (early steps see more of the reference view, late ones more of what came into view later).
+        o = curves["oracle_warp"]["psnr_seen"]
+        s["oracle_warp_psnr_drift_db"] = _mean(o[:, :q]) - _mean(o[:, S - q :])
     s["drift_window_steps"] = q
     s["frames_with_holes"] = int(holey.sum())
     s["psnr_gain_over_warp_holes"] = _mean(m["psnr"][holey] - w["psnr"][holey]) if holey.any() else float("nan")
