@@ -14,7 +14,7 @@ from worldenv.model.codec import (
     Codec,
     CodecConfig,
     PixelShuffle,
-    PixelUnshuffle,
+    UnshuffleConv2d,
     depth_to_model,
     frames_to_model,
     model_to_depth,
@@ -79,11 +79,27 @@ def test_frames_round_trip() -> None:
     torch.testing.assert_close(depth2, depth, rtol=1e-5, atol=0)
 
 
-def test_pixel_shuffles_match_torch() -> None:
+def test_pixel_shuffle_matches_torch() -> None:
     x = torch.randn(2, 12, 5, 7)
     assert torch.equal(PixelShuffle(2)(x), F.pixel_shuffle(x, 2))
-    y = torch.randn(2, 3, 10, 14)
-    assert torch.equal(PixelUnshuffle(2)(y), F.pixel_unshuffle(y, 2))
+
+
+@pytest.mark.parametrize(("r", "k"), [(2, 3), (2, 1), (4, 3), (2, 5)])
+def test_unshuffle_conv_is_conv_of_unshuffled_input(r: int, k: int) -> None:
+    conv = UnshuffleConv2d(3, 5, k, r)
+    randomize(conv, seed=r + k)
+    x = torch.randn(2, 3, 4 * r, 6 * r, requires_grad=True)
+    fused = conv(x)
+    ref = F.conv2d(F.pixel_unshuffle(x, r), conv.weight, conv.bias, padding=k // 2)
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ref)
+    gx, gw = torch.autograd.grad(fused, (x, conv.weight), g)
+    rx, rw = torch.autograd.grad(ref, (x, conv.weight), g)
+    torch.testing.assert_close(gx, rx, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gw, rw, atol=1e-5, rtol=1e-5)
+    assert conv.weight.shape == (5, 3 * r * r, k, k)  # the unshuffled conv's parameters, so checkpoints load
+    with pytest.raises(ValueError, match="odd `kernel_size`"):
+        UnshuffleConv2d(3, 5, 2, r)
 
 
 @pytest.mark.parametrize("factor", [2, 4, 8, 16])

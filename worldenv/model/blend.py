@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worldenv.model.codec import UnshuffleConv2d
+
 __all__ = ["WarpBlend"]
 
 
@@ -36,9 +38,8 @@ class WarpBlend(nn.Module):
     def __init__(self, channels: int = 4, hidden: int = 16, init_trust: float = 4.0) -> None:
         super().__init__()
         self.channels = channels
-        c_in = 4 * (2 * channels + 1)  # pixel-unshuffle by 2 of [decoded, warp, mask]
         self.net = nn.Sequential(
-            nn.Conv2d(c_in, hidden, 3, padding=1),
+            UnshuffleConv2d(2 * channels + 1, hidden, 3, 2),  # [decoded, warp, mask] at half resolution
             nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1),
             nn.SiLU(),
@@ -61,7 +62,7 @@ class WarpBlend(nn.Module):
             ``(B, 1, H, W)`` in [0, 1], 0 wherever ``mask`` is 0.
         """
         x = torch.cat([decoded, warp, mask], dim=1)  # (B, 2C+1, H, W)
-        logits = F.pixel_shuffle(self.net(F.pixel_unshuffle(x, 2)), 2)  # (B, 1, H, W)
+        logits = F.pixel_shuffle(self.net(x), 2)  # (B, 1, H, W)
         return torch.sigmoid(logits) * mask
 
     def forward(self, decoded: Tensor, warp: Tensor, mask: Tensor) -> Tensor:

@@ -14,8 +14,9 @@ The world model works on latents of RGB-D frames. This module owns two things:
 2. **The codec.** A TAESD-like autoencoder without normalisation layers or
    attention, per frame (no temporal mixing, so it streams one frame at a
    time), sized to cost a few milliseconds per 128x128 frame on a laptop CPU.
-   The first op is a pixel-unshuffle and the last a pixel-shuffle so that no
-   convolution runs at full resolution. Latents are standardised by the
+   The first conv sees the frame pixel-unshuffled by 2 (as one strided
+   convolution, :class:`UnshuffleConv2d`) and the last op is a pixel-shuffle,
+   so no convolution produces full-resolution maps. Latents are standardised by the
    per-channel ``latent_mean`` / ``latent_std`` buffers, which the codec
    training sets once from data so that the DiT sees roughly unit-variance
    latents.
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 __all__ = [
     "CodecConfig",
     "Codec",
+    "UnshuffleConv2d",
     "DEPTH_UNKNOWN",
     "DEPTH_VALID_MIN",
     "DEPTH_UNKNOWN_THRESHOLD",
@@ -196,18 +198,41 @@ class CodecConfig:
         return min(self.width * 2 ** (level - 1), self.max_width)
 
 
-class PixelUnshuffle(nn.Module):
-    """``(N, C, H, W)`` -> ``(N, C * r * r, H / r, W / r)``; ``nn.PixelUnshuffle`` as one copy (faster on CPU)."""
+class UnshuffleConv2d(nn.Conv2d):
+    """``conv(pixel_unshuffle(x, r))`` computed as one stride-``r`` convolution of ``x``.
 
-    def __init__(self, r: int) -> None:
-        super().__init__()
+    Holds the weights of the ``in_channels * r * r`` -> ``out_channels``
+    convolution (odd ``kernel_size``, "same" padding) that follows a
+    pixel-unshuffle, so its parameters and checkpoint keys are those of that
+    ``nn.Conv2d``. The forward pass rearranges them into a ``kernel_size * r``
+    kernel applied with stride ``r`` to the full-resolution input: the same
+    function, without materialising the unshuffled tensor. On a CPU that copy
+    and the convolution over its many thin channels cost about five times the
+    strided convolution (16x9x128x128 input, 3x3 -> 16 channels: 16.9 vs 3.2 ms).
+
+    Args:
+        in_channels: Channels of the full-resolution input.
+        out_channels: Output channels.
+        kernel_size: Odd kernel side at the unshuffled resolution.
+        r: Unshuffle factor.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, r: int) -> None:
+        if kernel_size % 2 != 1:
+            raise ValueError(f"Expect an odd `kernel_size`, actually: {kernel_size}")
+        super().__init__(in_channels * r * r, out_channels, kernel_size, padding=kernel_size // 2)
         self.r = r
+        self.full_in_channels = in_channels
+
+    def full_weight(self) -> Tensor:
+        """``(out, in, k r, k r)``: unshuffled channel ``c r^2 + dy r + dx`` at tap ``(ky, kx)`` -> pixel ``(ky r + dy, kx r + dx)``."""
+        O, k, r = self.out_channels, self.kernel_size[0], self.r
+        w = self.weight.view(O, self.full_in_channels, r, r, k, k)  # (O, C, dy, dx, ky, kx)
+        return w.permute(0, 1, 4, 2, 5, 3).reshape(O, self.full_in_channels, k * r, k * r)
 
     def forward(self, x: Tensor) -> Tensor:
-        N, C, H, W = x.shape
-        r = self.r
-        x = x.reshape(N, C, H // r, r, W // r, r)  # (N, C, H/r, r, W/r, r)
-        return x.permute(0, 1, 3, 5, 2, 4).reshape(N, C * r * r, H // r, W // r)
+        k, r = self.kernel_size[0], self.r
+        return F.conv2d(x, self.full_weight(), self.bias, stride=r, padding=(k // 2) * r)
 
 
 class PixelShuffle(nn.Module):
@@ -257,8 +282,8 @@ class Codec(nn.Module):
         c = config
         n = c.levels
         enc: list[nn.Module] = [
-            PixelUnshuffle(2),
-            nn.Conv2d(c.in_channels * 4, c.level_width(1), 3, padding=1),
+            nn.Identity(),  # held the pixel-unshuffle, now folded into the next conv; keeps the checkpoint keys
+            UnshuffleConv2d(c.in_channels, c.level_width(1), 3, 2),
             nn.SiLU(),
         ]
         for level in range(2, n + 1):
