@@ -69,7 +69,7 @@ def test_nav_encoder_trains_saves_and_loads(tmp_path, rooms, env_id, keys):
 
     venv = make_sb3_env(env_id, num_envs=2, scene="rooms", scene_pool=1, dynamics="oracle", obs_size=SIZE, depth=True)
     assert keys | {"depth"} == set(venv.observation_space.spaces)
-    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0,
+    model = PPO("MultiInputPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0, tensorboard_log=str(tmp_path),
                 policy_kwargs={"features_extractor_class": NavEncoder, "features_extractor_kwargs": {"cnn_features": 16}})  # fmt: skip
     enc = model.policy.features_extractor
     # 16 per image (rgb, depth, maybe imagegoal) + (d, cos, sin) and its 32-unit embedding for pointgoal.
