@@ -210,6 +210,37 @@ def test_render_returns_the_last_frame(rooms):
     np.testing.assert_array_equal(env.render(), obs["rgb"])
 
 
+def test_human_render_mode_shows_each_frame_in_a_window(monkeypatch, rooms):
+    pygame = pytest.importorskip("pygame")
+    monkeypatch.setenv("DISPLAY", ":0")  # a display is announced; SDL's dummy driver draws off-screen
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = WorldEnv(scene=rooms, task="free", dynamics="oracle", obs_size=SIZE, render_mode="human")
+    try:
+        for i in range(3):
+            obs = env.reset(seed=0)[0] if i == 0 else env.step(1)[0]  # move_forward
+            shown = pygame.surfarray.array3d(pygame.display.get_surface()).swapaxes(0, 1)  # (H s, W s, 3)
+            scale = shown.shape[0] // SIZE
+            assert scale > 1 and shown.shape == (SIZE * scale, SIZE * scale, 3)
+            np.testing.assert_array_equal(shown[::scale, ::scale], obs["rgb"])
+        assert env.render() is None
+    finally:
+        env.close()
+    assert not pygame.display.get_init()
+
+
+def test_human_render_mode_without_a_display_warns_once_and_runs(monkeypatch, rooms):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    env = WorldEnv(scene=rooms, task="free", dynamics="oracle", obs_size=SIZE, render_mode="human")
+    with pytest.warns(UserWarning, match="needs a display"):
+        env.reset(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env.step(1)
+        assert env.render() is None
+    env.close()
+
+
 @pytest.mark.parametrize("dynamics", ["model", "oracle"])
 def test_snapshot_restored_twice_gives_the_same_continuation(dynamics, tiny_checkpoint, rooms):
     env = make("worldenv/Explore-v0", tiny_checkpoint, dynamics).unwrapped
