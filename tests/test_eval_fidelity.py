@@ -117,3 +117,15 @@ def test_memory_update_holes_keeps_floaters_out_of_the_loop(tmp_path):
 def test_rejects_training_seeds():
     with pytest.raises(ValueError, match="held-out"):
         FidelityConfig(seeds=(3,))
+
+
+def test_cli_memory_update_choices_are_the_memory_rules():
+    import argparse
+
+    from worldenv.eval.cli import add_arguments
+    from worldenv.memory import MEMORY_UPDATES
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (action,) = [a for a in parser._actions if a.dest == "memory_update"]
+    assert tuple(action.choices) == MEMORY_UPDATES

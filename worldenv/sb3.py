@@ -119,7 +119,6 @@ def make_sb3_env(env_id: str, num_envs: int = 1, **kwargs: Any) -> SB3VecEnv:
     return SB3VecEnv(inner)
 
 
-
 _MIN_SIDE = 36  # the smallest side NavEncoder's conv stack (8/4, 4/2, 3/1) maps to at least 1x1
 
 

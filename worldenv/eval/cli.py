@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", default="explore,loop", help="trajectory kinds (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=200, help="steps per trajectory (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="trajectory and noise seed (default: %(default)s)")
+    # The choices are worldenv.memory.MEMORY_UPDATES, spelled out so that --help does not import torch.
     parser.add_argument(
         "--memory-update", default="holes", choices=("holes", "all"),
         help="generated frames enter the memory only where the warp had holes, or everywhere (default: %(default)s)",

@@ -365,11 +365,8 @@ def touch(
         mask.contiguous(),
     )
     if select_backend("touch", device, backend) == "native":
-        native = load_native()
-        assert native is not None, "select_backend returned native without the extension"
-        pm, d, T, Kf, _, m = args
-        native.touch(pm.ref.numpy(), pm.hash_keys.numpy(), pm.hash_vals.numpy(), d.numpy(), T.numpy(), Kf.numpy(), m.numpy(), inv_voxel)
-    else:
+        _touch_native(*args)
+    else:  # no CUDA kernel: the vectorised torch version runs on any device
         touch_reference(*args)
 
 
@@ -577,6 +574,19 @@ def fuse_reference(
 
 
 # --- native and cuda ----------------------------------------------------------
+
+
+def _touch_native(
+    pointmap: PointMap, depth: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, inv_voxel: float, batch_mask: torch.Tensor
+) -> None:
+    """C++/OpenMP :func:`touch` on CPU tensors (the reference bits updated in place)."""
+    native = load_native()
+    assert native is not None, "select_backend returned native without the extension"
+    pm = pointmap
+    native.touch(
+        pm.ref.numpy(), pm.hash_keys.numpy(), pm.hash_vals.numpy(), depth.numpy(), c2w.numpy(), K.numpy(),
+        batch_mask.numpy(), inv_voxel,
+    )  # fmt: skip
 
 
 def _fuse_native(
